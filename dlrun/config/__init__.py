@@ -1,0 +1,1 @@
+"""Config: find the config tree, compose it with overrides, validate it."""

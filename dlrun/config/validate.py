@@ -1,0 +1,144 @@
+"""Check a composed config against dlrun's schema and registries: a RunConfig.
+
+Runs before any data is loaded or any MLflow run is created, and imports no
+torch, so that bad input fails fast and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional, Union
+
+from dlrun.components.activations import ACTIVATIONS
+from dlrun.components.losses import LOSSES
+from dlrun.components.optimizers import OPTIMIZERS
+from dlrun.config.compose import Composed
+from dlrun.data.sources import DATASETS
+from dlrun.errors import ConfigError, did_you_mean
+from dlrun.models.build import check_layer_specs
+from dlrun.registry import Range, check_value
+
+Fraction = Annotated[float, Range(gt=0, lt=1)]
+NonNegative = Annotated[float, Range(ge=0)]
+
+TOP_LEVEL = {
+    "data": dict, "model": dict, "activation": dict, "loss": dict, "optim": dict,
+    "regularization": dict, "trainer": dict, "tracking": dict,
+    "seed": Annotated[int, Range(ge=0)], "output_dir": str,
+}
+DATA_COMMON = {"batch_size": Annotated[int, Range(ge=1)], "val_fraction": Fraction, "test_fraction": Fraction}
+REGULARIZATION = {"l1": NonNegative, "l2": NonNegative, "dropout": Annotated[float, Range(ge=0, lt=1)]}
+TRACKING = {"uri": Optional[str], "experiment": str, "log_model": bool}
+# Lightning Trainer arguments a config may set, with the checks dlrun applies to them.
+# Callbacks, loggers and checkpoint folders are dlrun's to configure.
+TRAINER = {
+    "accelerator": str, "strategy": str, "devices": Any, "num_nodes": Annotated[int, Range(ge=1)],
+    "precision": Union[str, int], "max_epochs": Annotated[int, Range(ge=1)],
+    "min_epochs": Optional[Annotated[int, Range(ge=0)]], "max_steps": Annotated[int, Range(ge=-1)],
+    "max_time": Optional[str], "limit_train_batches": Optional[NonNegative],
+    "limit_val_batches": Optional[NonNegative], "limit_test_batches": Optional[NonNegative],
+    "val_check_interval": Optional[NonNegative], "check_val_every_n_epoch": Optional[Annotated[int, Range(ge=1)]],
+    "num_sanity_val_steps": Annotated[int, Range(ge=-1)], "log_every_n_steps": Annotated[int, Range(ge=1)],
+    "accumulate_grad_batches": Annotated[int, Range(ge=1)], "gradient_clip_val": Optional[NonNegative],
+    "gradient_clip_algorithm": Optional[str], "deterministic": Union[bool, str], "benchmark": Optional[bool],
+    "enable_progress_bar": bool, "enable_model_summary": bool, "detect_anomaly": bool,
+    "overfit_batches": NonNegative, "sync_batchnorm": bool, "inference_mode": bool,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated config: the resolved tree plus each component's checked options."""
+
+    config: dict[str, Any]  # the resolved config, as logged to config.yaml
+    choices: dict[str, str]  # group -> option, as logged to params
+    overrides: list[str]
+    activation: tuple[str, dict]  # (registry name, builder options)
+    loss: tuple[str, dict]
+    optim: tuple[str, dict]
+
+    @property
+    def seed(self) -> int:
+        return self.config["seed"]
+
+    @property
+    def data(self) -> dict:
+        return self.config["data"]
+
+    @property
+    def trainer(self) -> dict:
+        return self.config["trainer"]
+
+    @property
+    def regularization(self) -> dict:
+        return self.config["regularization"]
+
+    @property
+    def tracking(self) -> dict:
+        return self.config["tracking"]
+
+
+def validate(composed: Composed) -> RunConfig:
+    """Check every part of the config; a ConfigError names the first problem found."""
+    cfg = composed.config
+    _check_keys(cfg, TOP_LEVEL, "", required=True)
+    data = cfg["data"]
+    _need_name(data, "data")
+    DATASETS.get(data["name"], "data.name")
+    for key in DATA_COMMON:
+        if key not in data:
+            raise ConfigError(f"'data.{key}' is missing; every data config sets it.")
+        check_value(data[key], DATA_COMMON[key], f"data.{key}")
+    if data["val_fraction"] + data["test_fraction"] >= 1:
+        raise ConfigError(
+            f"data.val_fraction ({data['val_fraction']}) + data.test_fraction ({data['test_fraction']}) "
+            "leave no training data; their sum must be below 1."
+        )
+    from dlrun.data.sources import COMMON_KEYS
+
+    DATASETS.bind(data["name"], {k: v for k, v in data.items() if k not in COMMON_KEYS}, "data")
+    if "layers" not in cfg["model"]:
+        raise ConfigError("the model config has no 'layers' list; see `dlrun configs model` for examples.")
+    check_layer_specs(cfg["model"]["layers"], "model.layers")
+    _check_keys(cfg["regularization"], REGULARIZATION, "regularization.", allow={"name"})
+    _check_keys(cfg["tracking"], TRACKING, "tracking.")
+    _check_keys(cfg["trainer"], TRAINER, "trainer.")
+    if "max_epochs" not in cfg["trainer"]:
+        raise ConfigError("'trainer.max_epochs' is missing; set trainer.max_epochs=N.")
+    return RunConfig(
+        config=cfg, choices=composed.choices, overrides=composed.overrides,
+        activation=_component(cfg, "activation", ACTIVATIONS),
+        loss=_component(cfg, "loss", LOSSES),
+        optim=_component(cfg, "optim", OPTIMIZERS),
+    )
+
+
+def _need_name(node: Any, where: str) -> None:
+    if not isinstance(node, dict) or "name" not in node:
+        raise ConfigError(f"the '{where}' config needs a 'name' key naming what to use.")
+
+
+def _component(cfg: dict, group: str, registry) -> tuple[str, dict]:
+    node = cfg[group]
+    _need_name(node, group)
+    name = node["name"]
+    options = registry.bind(name, {k: v for k, v in node.items() if k != "name"}, group)
+    return name, options
+
+
+def _check_keys(node: dict, schema: dict, prefix: str, required: bool = False, allow=frozenset()) -> None:
+    for key, value in node.items():
+        if key in allow:
+            continue
+        if key not in schema:
+            raise ConfigError(f"unknown config key '{prefix}{key}'.{did_you_mean(key, schema)} Known keys: {', '.join(schema)}.")
+        hint = schema[key]
+        if hint is dict:
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{prefix}{key}' must be a mapping, got {value!r}.")
+        else:
+            check_value(value, hint, f"{prefix}{key}")
+    if required:
+        missing = [k for k in schema if k not in node]
+        if missing:
+            raise ConfigError(f"the config lacks {', '.join(missing)}; does your train.yaml keep the defaults list?")

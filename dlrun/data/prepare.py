@@ -1,0 +1,127 @@
+"""Split the raw data (seeded, stratified for classification) and fit scaling on train.
+
+The result is a DataBundle: model-ready tensors for each split plus the
+preprocessing as torch modules, so the served model takes raw features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from dlrun.data.sources import DATASETS, RawData
+from dlrun.errors import DataError
+
+
+@dataclass
+class DataBundle:
+    """Everything training needs from the data, independent of its source."""
+
+    x_train: "torch.Tensor"
+    y_train: "torch.Tensor"
+    x_val: "torch.Tensor"
+    y_val: "torch.Tensor"
+    x_test: "torch.Tensor"
+    y_test: "torch.Tensor"
+    task: str
+    num_classes: int  # 0 for regression
+    class_names: list[str]
+    sample_shape: tuple[int, ...]
+    preprocess: "torch.nn.Module"  # raw features (N, F) -> model input (N, *sample_shape)
+    postprocess: "torch.nn.Module"  # model output -> served output (probabilities or values)
+    raw_example: np.ndarray  # a few raw training rows, for the served model's signature
+    fingerprint: str  # sha256 of the raw data as loaded
+
+    @property
+    def out_features(self) -> int:
+        return self.num_classes if self.task == "classification" else int(self.y_train.shape[1])
+
+
+def load_data(data_cfg: dict, seed: int) -> DataBundle:
+    """Load the configured data set, split it and fit preprocessing on the train split."""
+    from dlrun.data.sources import COMMON_KEYS
+
+    name = data_cfg["name"]
+    options = {k: v for k, v in data_cfg.items() if k not in COMMON_KEYS}
+    raw = DATASETS.get(name).builder(**DATASETS.bind(name, options, "data"))
+    train, val, test = split_indices(raw, data_cfg["val_fraction"], data_cfg["test_fraction"], seed)
+    return _bundle(raw, train, val, test)
+
+
+def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed: int):
+    """Train, val and test row indices; stratified by class for classification."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(raw.x)
+    rows = np.arange(n)
+    strata = raw.y if raw.task == "classification" else None
+    held_out = val_fraction + test_fraction
+    sizes = {"train": n - round(n * val_fraction) - round(n * test_fraction), "val": round(n * val_fraction), "test": round(n * test_fraction)}
+    if min(sizes.values()) < 1:
+        raise DataError(
+            f"{n} rows split by data.val_fraction={val_fraction} and data.test_fraction={test_fraction} "
+            f"leave an empty split ({', '.join(f'{k}: {v}' for k, v in sizes.items())}). Use more rows or other fractions."
+        )
+    try:
+        train, rest = train_test_split(rows, test_size=held_out, random_state=seed, stratify=strata)
+        rest_strata = strata[rest] if strata is not None else None
+        val, test = train_test_split(rest, test_size=test_fraction / held_out, random_state=seed, stratify=rest_strata)
+    except ValueError as error:
+        raise DataError(
+            f"cannot split {n} rows into train/val/test stratified by class "
+            f"(data.val_fraction={val_fraction}, data.test_fraction={test_fraction}): {error} "
+            "Use more rows, larger fractions, or classes with more samples."
+        ) from None
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def _bundle(raw: RawData, train, val, test) -> DataBundle:
+    import torch
+    from torch import nn
+
+    from dlrun.models.modules import Probabilities, Reshape, Standardize, Unstandardize
+
+    x_fit = raw.x[train].astype(np.float64)
+    if raw.image:  # pixels share one scale, so an always-blank pixel is not blown up
+        mean, scale = np.full(raw.x.shape[1], x_fit.mean()), np.full(raw.x.shape[1], x_fit.std())
+    else:
+        mean, scale = x_fit.mean(axis=0), x_fit.std(axis=0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    steps = [Standardize(torch.tensor(mean), torch.tensor(scale))]
+    if raw.sample_shape != (raw.x.shape[1],):
+        steps.append(Reshape(raw.sample_shape))
+    preprocess = nn.Sequential(*steps).eval()
+
+    if raw.task == "classification":
+        y = torch.as_tensor(raw.y, dtype=torch.long)
+        postprocess: nn.Module = Probabilities()
+        num_classes = int(raw.y.max()) + 1 if not raw.class_names else len(raw.class_names)
+    else:
+        y_fit = raw.y[train].astype(np.float64)
+        y_mean, y_scale = y_fit.mean(axis=0), np.where(y_fit.std(axis=0) > 1e-12, y_fit.std(axis=0), 1.0)
+        # Train on standardized targets; the served model maps back to the user's units.
+        y = torch.as_tensor((raw.y - y_mean) / y_scale, dtype=torch.float32)
+        postprocess = Unstandardize(torch.tensor(y_mean), torch.tensor(y_scale))
+        num_classes = 0
+    with torch.no_grad():
+        x = preprocess(torch.as_tensor(raw.x, dtype=torch.float32)).contiguous()
+    index = {name: torch.as_tensor(rows, dtype=torch.long) for name, rows in (("train", train), ("val", val), ("test", test))}
+    return DataBundle(
+        x_train=x[index["train"]], y_train=y[index["train"]],
+        x_val=x[index["val"]], y_val=y[index["val"]],
+        x_test=x[index["test"]], y_test=y[index["test"]],
+        task=raw.task, num_classes=num_classes, class_names=raw.class_names,
+        sample_shape=tuple(raw.sample_shape), preprocess=preprocess, postprocess=postprocess.eval(),
+        raw_example=raw.x[train[:5]].astype(np.float32), fingerprint=fingerprint(raw),
+    )
+
+
+def fingerprint(raw: RawData) -> str:
+    """A hash of the data as loaded: features, targets and task."""
+    digest = hashlib.sha256()
+    for part in (np.ascontiguousarray(raw.x), np.ascontiguousarray(raw.y)):
+        digest.update(str(part.dtype).encode() + str(part.shape).encode() + part.tobytes())
+    digest.update(raw.task.encode())
+    return digest.hexdigest()

@@ -1,0 +1,109 @@
+"""Turn a model's YAML layer list into an nn.Module, inferring every input size.
+
+Each layer is built for the shape of one sample coming out of the layer before it;
+that shape is found by passing a zero sample through the layer, so any layer type
+infers its successor's input without shape arithmetic of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Mapping, Sequence
+
+from dlrun.errors import ConfigError
+from dlrun.models.layers import LAYERS, LayerContext
+
+# Keys every layer accepts besides its builder's own.
+COMMON_KEYS = ("type", "enabled")
+NESTED = ("repeat", "residual")
+
+
+def check_layer_specs(specs: Any, where: str) -> None:
+    """Validate a layer list (names and keys) without building it or importing torch."""
+    if not isinstance(specs, Sequence) or isinstance(specs, str) or not specs:
+        raise ConfigError(f"'{where}' must be a non-empty list of layers, each with a 'type'.")
+    for index, spec in enumerate(specs):
+        at = f"{where}[{index}]"
+        type_name, options = _split(spec, at)
+        LAYERS.bind(type_name, options, at)
+        if type_name in NESTED:
+            check_layer_specs(options.get("layers"), f"{at}.layers")
+
+
+def build_sequence(specs: Sequence[Mapping], in_shape: tuple[int, ...], ctx: LayerContext):
+    """Build the layers of `specs` in order for samples of `in_shape`; an nn.Sequential."""
+    from torch import nn
+
+    modules = []
+    shape = tuple(in_shape)
+    for index, spec in enumerate(specs):
+        at = f"{ctx.where}[{index}]"
+        type_name, options = _split(spec, at)
+        if not spec.get("enabled", True):
+            continue
+        bound = LAYERS.bind(type_name, options, at)
+        inner_where = f"{at}.layers" if type_name in NESTED else at
+        module = LAYERS.get(type_name).builder(replace(ctx, where=inner_where), shape, **bound)
+        shape = _output_shape(module, shape, at, type_name)
+        modules.append(module)
+    return nn.Sequential(*modules)
+
+
+def output_shape(module, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of one sample after `module`, found by a zero forward pass."""
+    import torch
+
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            return tuple(module(torch.zeros(2, *in_shape)).shape[1:])
+    finally:
+        module.train(was_training)
+
+
+def _output_shape(module, shape, where: str, type_name: str) -> tuple[int, ...]:
+    try:
+        out = output_shape(module, shape)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ConfigError(f"{type_name} at {where} cannot take input shaped {shape}: {first_line}") from None
+    if type_name == "residual" and out != tuple(shape):
+        raise ConfigError(f"residual at {where}: its layers turn {shape} into {out}; a skip connection needs equal shapes.")
+    return out
+
+
+def _split(spec: Any, where: str) -> tuple[str, dict]:
+    if not isinstance(spec, Mapping) or "type" not in spec:
+        raise ConfigError(f"'{where}' must be a mapping with a 'type' key, e.g. {{type: linear}}; got {spec!r}.")
+    options = {k: v for k, v in spec.items() if k not in COMMON_KEYS}
+    if not isinstance(spec.get("enabled", True), bool):
+        raise ConfigError(f"'{where}.enabled' must be true or false, got {spec.get('enabled')!r}.")
+    return spec["type"], options
+
+
+def build_model(layers: Sequence[Mapping], sample_shape: tuple[int, ...], out_features: int,
+                activation: tuple[str, dict], dropout: float):
+    """The nn.Module for a model's layer list, sized for the data and the task.
+
+    Args:
+        layers: the validated layer list (model.layers).
+        sample_shape: one sample's shape as the model sees it, e.g. (1, 8, 8).
+        out_features: what the last layer must output per sample.
+        activation: (name, options) of the chosen activation.
+        dropout: regularization.dropout, for dropout layers without their own p.
+    """
+    from dlrun.components.activations import ACTIVATIONS
+
+    name, options = activation
+    builder = ACTIVATIONS.get(name).builder
+    ctx = LayerContext(activation=lambda: builder(**options), dropout=dropout,
+                       out_features=out_features, where="model.layers")
+    net = build_sequence(layers, sample_shape, ctx)
+    produced = output_shape(net, sample_shape)
+    if produced != (out_features,):
+        raise ConfigError(
+            f"the model's layers turn each sample {tuple(sample_shape)} into {produced}, but the task needs "
+            f"({out_features},). End model.layers with {{type: flatten}} and {{type: linear}} (its size is inferred)."
+        )
+    return net

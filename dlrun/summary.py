@@ -1,0 +1,23 @@
+"""The closing summary of a training run; `run_id: ...` is always the last line."""
+
+from __future__ import annotations
+
+import typer
+
+
+def print_summary(run_config, result) -> None:
+    choices = " ".join(f"{g}={o}" for g, o in sorted(run_config.choices.items()))
+    lines = [
+        "",
+        f"dlrun: finished {result.epochs} epochs of {choices}",
+    ]
+    if result.history:
+        last = result.history[-1]
+        lines.append("  last epoch: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(last.items()) if k != "lr"))
+    lines.append("  test (best checkpoint by val/loss): " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(result.test_metrics.items())))
+    lines.append(f"  checkpoints: {result.checkpoint_dir}")
+    lines.append(f"  mlflow: {result.tracking_uri}  run {result.run_name}")
+    if result.model_uri:
+        lines.append(f"  model: {result.model_uri}")
+    lines.append(f"run_id: {result.run_id}")
+    typer.echo("\n".join(lines))

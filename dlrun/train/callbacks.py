@@ -1,0 +1,39 @@
+"""Lightning callbacks: per-epoch MLflow metrics and a checkpoint on interruption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class EpochMetricsToMlflow(pl.Callback):
+    """Logs the epoch's metrics to the run in one batch, step = epoch.
+
+    One round trip per epoch, none per step; the history is kept for the summary.
+    """
+
+    def __init__(self, record):
+        self.record = record
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        metrics["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        self.history.append(metrics)
+        self.record.log_metrics(metrics, step=trainer.current_epoch)
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """On Ctrl-C or SIGTERM, saves the training state at that step as last.ckpt."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.interrupted = False
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted = True
+            trainer.save_checkpoint(self.path)

@@ -1,0 +1,102 @@
+"""The one LightningModule that trains any composed model.
+
+Loss, weight penalties and metrics come from the config; the per-step path does
+one forward pass, one loss, and the penalties only when their coefficients are set.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from dlrun.errors import TrainingFailed
+
+
+def penalized_parameters(net: nn.Module) -> list[nn.Parameter]:
+    """The weights L1/L2 act on: matrices and kernels, not biases or norm scales."""
+    return [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
+
+
+class DlrunModule(pl.LightningModule):
+    """Trains `net` on batches of (inputs, targets) with the configured loss.
+
+    Args:
+        net: the model built from the YAML layer list.
+        loss_fn: callable(outputs, targets) -> scalar loss.
+        make_optimizer: callable(parameters) -> torch optimizer.
+        task: "classification" or "regression".
+        num_classes: classes for classification, 0 for regression.
+        l1, l2: penalty coefficients over penalized_parameters(net).
+        target_scale: regression targets are standardized; MAE is reported in the
+            user's units by multiplying back by this scale.
+    """
+
+    def __init__(self, net: nn.Module, loss_fn, make_optimizer, task: str, num_classes: int,
+                 l1: float = 0.0, l2: float = 0.0, target_scale: torch.Tensor | None = None):
+        super().__init__()
+        self.net = net
+        self.loss_fn = loss_fn
+        self.make_optimizer = make_optimizer
+        self.task = task
+        self.l1, self.l2 = l1, l2
+        self._penalized = penalized_parameters(net) if (l1 or l2) else []
+        self.register_buffer("target_scale", target_scale if target_scale is not None else torch.ones(1))
+        self.metric_name = "acc" if task == "classification" else "mae"
+        self.metrics = nn.ModuleDict({stage: self._metric(num_classes) for stage in ("val", "test")})
+
+    def _metric(self, num_classes: int):
+        import torchmetrics
+
+        if self.task == "classification":
+            return torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
+        return torchmetrics.MeanAbsoluteError()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def penalty(self) -> torch.Tensor | float:
+        """l1 * sum|w| + l2 * sum w^2 over the penalized weights."""
+        total = 0.0
+        for weight in self._penalized:
+            if self.l1:
+                total = total + self.l1 * weight.abs().sum()
+            if self.l2:
+                total = total + self.l2 * weight.pow(2).sum()
+        return total
+
+    def training_step(self, batch, batch_index):
+        x, y = batch
+        loss = self.loss_fn(self.net(x), y)
+        if self._penalized:
+            loss = loss + self.penalty()
+        if not torch.isfinite(loss):
+            raise TrainingFailed(
+                f"the training loss became {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_index}). Try a smaller optim.lr, "
+                "gradient clipping (trainer.gradient_clip_val=1.0), or check the data for extreme values."
+            )
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def _evaluate(self, batch, stage: str):
+        x, y = batch
+        outputs = self.net(x)
+        loss = self.loss_fn(outputs, y)
+        metric = self.metrics[stage]
+        if self.task == "classification":
+            predicted = outputs.argmax(dim=-1) if outputs.shape[-1] > 1 else (outputs[:, 0] > 0).long()
+            metric.update(predicted, y)
+        else:
+            metric.update(outputs * self.target_scale, y * self.target_scale)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self.log(f"{stage}/{self.metric_name}", metric, on_step=False, on_epoch=True, batch_size=len(x))
+
+    def validation_step(self, batch, batch_index):
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_index):
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self):
+        return self.make_optimizer(self.net.parameters())
