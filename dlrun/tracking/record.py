@@ -7,16 +7,16 @@ built, so that bad input never leaves a half-written run behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-DEFAULT_URI = "sqlite:///mlflow.db"
-
-
 def tracking_uri(configured: str | None) -> str:
-    """tracking.uri, else $MLFLOW_TRACKING_URI, else the embedded SQLite store here."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """tracking.uri, else $MLFLOW_TRACKING_URI, else the embedded SQLite store here.
+
+    The default is MLflow's own (sqlite:///mlflow.db) made absolute: MLflow caches
+    stores by URI, so a relative one would follow the first folder a process used.
+    """
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 class RunRecord:
@@ -33,10 +33,11 @@ class RunRecord:
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
         self.run_id: str | None = None
 
-    def start(self, params: dict[str, str], tags: dict[str, str], config_yaml: str, overrides: list[str]) -> str:
+    def start(self, name: str, params: dict[str, str], tags: dict[str, str], config_yaml: str,
+              overrides: list[str]) -> str:
         from mlflow.entities import Param, RunTag
 
-        run = self.client.create_run(self.experiment_id, tags=tags)
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         self.run_id = run.info.run_id
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch

@@ -36,8 +36,9 @@ class TrainResult:
 
 def train(run: RunConfig) -> TrainResult:
     """Train and test the configured model, recording everything in one MLflow run."""
-    _quiet_lightning()
     import pytorch_lightning as pl
+
+    _quiet_lightning()
 
     from dlrun.components.losses import LOSSES, check_fits
     from dlrun.data.loader import BatchLoader
@@ -59,7 +60,7 @@ def train(run: RunConfig) -> TrainResult:
     )
 
     record = RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"])
-    run_id = record.start(_params(run), _tags(run, data), _config_yaml(run), run.overrides)
+    run_id = record.start(_run_name(run), _params(run), _tags(run, data), _config_yaml(run), run.overrides)
     checkpoint_dir = Path(run.config["output_dir"]) / run_id / "checkpoints"
     trainer, epoch_logger, interrupt_saver = _trainer(pl, run, record, checkpoint_dir)
     batch_size = run.data["batch_size"]
@@ -141,6 +142,13 @@ def _requirements() -> list[str]:
     return [f"torch=={version('torch').split('+')[0]}", f"mlflow=={version('mlflow')}", "numpy"]
 
 
+def _run_name(run: RunConfig) -> str:
+    """model-data-xxxxxx: readable in MLflow's UI, unique without a global RNG (which is seeded)."""
+    import secrets
+
+    return f"{run.choices.get('model', 'model')}-{run.choices.get('data', 'data')}-{secrets.token_hex(3)}"
+
+
 def _params(run: RunConfig) -> dict[str, str]:
     from dlrun.tracking.params import run_params
 
@@ -183,8 +191,9 @@ class _sigterm_as_interrupt:
 
 def _quiet_lightning() -> None:
     """Keep the terminal for dlrun's own output: no hardware banners or tips."""
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*does not have many workers.*", ".*train_dataloader.*", ".*val_dataloader.*",
-                    ".*test_dataloader.*", ".*LitLogger.*", ".*litlogger.*", ".*Checkpoint directory.*exists.*"):
+                    ".*test_dataloader.*", ".*LitLogger.*", ".*litlogger.*", ".*Checkpoint directory.*exists.*",
+                    ".*LeafSpec.*"):
         warnings.filterwarnings("ignore", message=pattern)
