@@ -1,0 +1,35 @@
+"""A non-editable install ships the config tree and works from any folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_install_works_outside_the_repository(tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(REPO),
+                    "-w", str(wheels)], check=True, capture_output=True, cwd=tmp_path)
+    venv = tmp_path / "venv"
+    # System site-packages provide torch and the rest; the venv holds only the wheel.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", *map(str, wheels.glob("*.whl"))],
+                   check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([str(python), "-c", "import dlrun.config.paths as p; print(p.PACKAGE_CONF)"],
+                           cwd=elsewhere, capture_output=True, text=True, check=True).stdout.strip()
+    assert where.startswith(str(venv)), where
+    config = subprocess.run([str(venv / "bin" / "dlrun"), "train", "--cfg", "model=mlp"], cwd=elsewhere,
+                            capture_output=True, text=True)
+    assert config.returncode == 0, config.stderr
+    assert yaml.safe_load(config.stdout)["model"]["depth"] == 2
+    listing = subprocess.run([str(venv / "bin" / "dlrun"), "configs", "data"], cwd=elsewhere,
+                             capture_output=True, text=True)
+    assert "digits" in listing.stdout and "diabetes" in listing.stdout
