@@ -155,7 +155,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint in _NUMBER_TYPES:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if hint is int:
-            ok = ok and float(value).is_integer()
+            ok = ok and (isinstance(value, int) or value.is_integer())
         if not ok:
             raise ConfigError(f"'{where}' must be {_NUMBER_TYPES[hint]}, got {value!r}.")
         return hint(value)

@@ -12,7 +12,9 @@ from typing import Annotated, Any, Optional, Union
 from dlrun.components.activations import ACTIVATIONS
 from dlrun.components.losses import LOSSES
 from dlrun.components.optimizers import OPTIMIZERS
+from dlrun.components.schedulers import SCHEDULERS
 from dlrun.config.compose import Composed
+from dlrun.data.augment import AUGMENTS
 from dlrun.data.sources import DATASETS
 from dlrun.errors import ConfigError, did_you_mean
 from dlrun.models.build import check_layer_specs
@@ -23,7 +25,7 @@ NonNegative = Annotated[float, Range(ge=0)]
 
 TOP_LEVEL = {
     "data": dict, "model": dict, "activation": dict, "loss": dict, "optim": dict,
-    "regularization": dict, "trainer": dict, "tracking": dict,
+    "regularization": dict, "scheduler": dict, "augment": dict, "trainer": dict, "tracking": dict,
     "seed": Annotated[int, Range(ge=0)], "output_dir": str,
 }
 DATA_COMMON = {"batch_size": Annotated[int, Range(ge=1)], "val_fraction": Fraction, "test_fraction": Fraction}
@@ -56,6 +58,8 @@ class RunConfig:
     activation: tuple[str, dict]  # (registry name, builder options)
     loss: tuple[str, dict]
     optim: tuple[str, dict]
+    scheduler: tuple[str, dict]
+    augment: tuple[str, dict]
 
     @property
     def seed(self) -> int:
@@ -110,6 +114,8 @@ def validate(composed: Composed) -> RunConfig:
         activation=_component(cfg, "activation", ACTIVATIONS),
         loss=_component(cfg, "loss", LOSSES),
         optim=_component(cfg, "optim", OPTIMIZERS),
+        scheduler=_component(cfg, "scheduler", SCHEDULERS),
+        augment=_component(cfg, "augment", AUGMENTS),
     )
 
 

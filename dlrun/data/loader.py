@@ -15,11 +15,15 @@ class BatchLoader:
     """An iterable of (x, y) batches over in-memory tensors.
 
     With shuffle, each pass draws a new permutation from a generator seeded by
-    (seed, pass number), so the data order is repeatable run to run.
+    (seed, pass number), so the data order is repeatable run to run. `augment`
+    (training only) maps a batch of inputs and that generator to new inputs, so
+    augmentation is repeatable too.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 augment=None):
         self.x, self.y = x, y
+        self.augment = augment
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -36,7 +40,10 @@ class BatchLoader:
             self.epoch += 1
             for start in range(0, n, self.batch_size):
                 rows = order[start : start + self.batch_size]
-                yield self.x[rows], self.y[rows]
+                inputs = self.x[rows]
+                if self.augment is not None:
+                    inputs = self.augment(inputs, generator)
+                yield inputs, self.y[rows]
         else:
             for start in range(0, n, self.batch_size):
                 yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]

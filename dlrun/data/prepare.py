@@ -70,7 +70,7 @@ def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed:
         val, test = train_test_split(rest, test_size=test_fraction / held_out, random_state=seed, stratify=rest_strata)
     except ValueError as error:
         raise DataError(
-            f"cannot split {n} rows into train/val/test stratified by class "
+            f"cannot split {n} rows into train/val/test{' stratified by class' if strata is not None else ''} "
             f"(data.val_fraction={val_fraction}, data.test_fraction={test_fraction}): {error} "
             "Use more rows, larger fractions, or classes with more samples."
         ) from None
@@ -95,7 +95,7 @@ def _bundle(raw: RawData, train, val, test) -> DataBundle:
     preprocess = nn.Sequential(*steps).eval()
 
     if raw.task == "classification":
-        y = torch.as_tensor(raw.y, dtype=torch.long)
+        y = torch.tensor(raw.y, dtype=torch.long)
         postprocess: nn.Module = Probabilities()
         num_classes = int(raw.y.max()) + 1 if not raw.class_names else len(raw.class_names)
     else:
@@ -106,7 +106,7 @@ def _bundle(raw: RawData, train, val, test) -> DataBundle:
         postprocess = Unstandardize(torch.tensor(y_mean), torch.tensor(y_scale))
         num_classes = 0
     with torch.no_grad():
-        x = preprocess(torch.as_tensor(raw.x, dtype=torch.float32)).contiguous()
+        x = preprocess(torch.tensor(raw.x, dtype=torch.float32)).contiguous()  # a copy: sources may be read-only
     index = {name: torch.as_tensor(rows, dtype=torch.long) for name, rows in (("train", train), ("val", val), ("test", test))}
     return DataBundle(
         x_train=x[index["train"]], y_train=y[index["train"]],

@@ -99,9 +99,11 @@ def csv(path: str | None = None, target: str | None = None,
         raise DataError(f"{path} has no feature columns besides the target '{target}'.")
     _check_numeric(features, path)
     x = features.to_numpy(dtype=np.float32)
-    if not np.isfinite(x).all():
-        bad = [str(c) for c in features.columns if not np.isfinite(features[c].to_numpy(dtype=np.float64)).all()]
-        raise DataError(f"{path}: columns {', '.join(bad)} hold empty, NaN or infinite values; fill or drop those rows.")
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = [str(c) for j, c in enumerate(features.columns) if not finite[:, j].all()]
+        raise DataError(f"{path}: columns {', '.join(bad)} hold empty, NaN, infinite or too large values "
+                        "(beyond float32); fill or drop those rows.")
     column = frame[target]
     if column.isna().any():
         raise DataError(f"{path}: the target column '{target}' has empty values; fill or drop those rows.")

@@ -158,14 +158,25 @@ def reshape(ctx, in_shape, shape: list[int]):
 
 @LAYERS.register("repeat", "The layers under `layers`, `times` times in a row")
 def repeat(ctx, in_shape, layers: list, times: Annotated[int, Range(ge=0)] = 1):
-    from dlrun.models.build import build_sequence
+    from torch import nn
 
-    return build_sequence(list(layers) * times, in_shape, ctx)
+    from dlrun.models.build import build_sequence, output_shape
+
+    blocks, shape = [], tuple(in_shape)
+    for _ in range(times):  # each repetition is sized for what the one before gives
+        blocks.append(build_sequence(list(layers), shape, ctx))
+        shape = output_shape(blocks[-1], shape)
+    return nn.Sequential(*blocks)
 
 
 @LAYERS.register("residual", "The layers under `layers` plus a skip connection: x + f(x)")
 def residual(ctx, in_shape, layers: list):
-    from dlrun.models.build import build_sequence
+    from dlrun.models.build import build_sequence, output_shape
     from dlrun.models.modules import Residual
 
-    return Residual(build_sequence(list(layers), in_shape, ctx))
+    block = build_sequence(list(layers), in_shape, ctx)
+    produced = output_shape(block, in_shape)
+    if produced != tuple(in_shape):
+        raise ConfigError(f"residual at {ctx.where.removesuffix('.layers')}: its layers turn {tuple(in_shape)} into {produced}; "
+                          "a skip connection needs them to keep the shape.")
+    return Residual(block)

@@ -13,8 +13,8 @@ class EpochMetricsToMlflow(pl.Callback):
     One round trip per epoch, none per step; the history is kept for the summary.
     """
 
-    def __init__(self, record):
-        self.record = record
+    def __init__(self, record=None):
+        self.record = record  # a RunRecord, set before fit
         self.history: list[dict[str, float]] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -29,8 +29,8 @@ class EpochMetricsToMlflow(pl.Callback):
 class CheckpointOnInterrupt(pl.Callback):
     """On Ctrl-C or SIGTERM, saves the training state at that step as last.ckpt."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path | None = None):
+        self.path = path  # set before fit
         self.interrupted = False
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:

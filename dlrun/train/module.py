@@ -25,6 +25,7 @@ class DlrunModule(pl.LightningModule):
         net: the model built from the YAML layer list.
         loss_fn: callable(outputs, targets) -> scalar loss.
         make_optimizer: callable(parameters) -> torch optimizer.
+        make_scheduler: callable(optimizer) -> Lightning lr-scheduler dict, or None.
         task: "classification" or "regression".
         num_classes: classes for classification, 0 for regression.
         l1, l2: penalty coefficients over penalized_parameters(net).
@@ -33,11 +34,13 @@ class DlrunModule(pl.LightningModule):
     """
 
     def __init__(self, net: nn.Module, loss_fn, make_optimizer, task: str, num_classes: int,
-                 l1: float = 0.0, l2: float = 0.0, target_scale: torch.Tensor | None = None):
+                 l1: float = 0.0, l2: float = 0.0, target_scale: torch.Tensor | None = None,
+                 make_scheduler=None):
         super().__init__()
         self.net = net
         self.loss_fn = loss_fn
         self.make_optimizer = make_optimizer
+        self.make_scheduler = make_scheduler
         self.task = task
         self.l1, self.l2 = l1, l2
         self._penalized = penalized_parameters(net) if (l1 or l2) else []
@@ -99,4 +102,6 @@ class DlrunModule(pl.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self):
-        return self.make_optimizer(self.net.parameters())
+        optimizer = self.make_optimizer(self.net.parameters())
+        schedule = self.make_scheduler(optimizer) if self.make_scheduler else None
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlrun.config.validate import RunConfig
-from dlrun.errors import DlrunError, TrainingFailed
+from dlrun.errors import ConfigError, DlrunError, TrainingFailed
 
 
 class Interrupted(DlrunError):
@@ -57,15 +57,20 @@ def train(run: RunConfig) -> TrainResult:
         net, LOSSES.get(loss_name).builder(data.num_classes), _optimizer_factory(run), data.task,
         data.num_classes, l1=run.regularization["l1"], l2=run.regularization["l2"],
         target_scale=getattr(data.postprocess, "scale", None),
+        make_scheduler=_scheduler_factory(run, data),
     )
 
+    trainer, epoch_logger, interrupt_saver = _trainer(pl, run)
     record = RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"])
     run_id = record.start(_run_name(run), _params(run), _tags(run, data), _config_yaml(run), run.overrides)
     checkpoint_dir = Path(run.config["output_dir"]) / run_id / "checkpoints"
-    trainer, epoch_logger, interrupt_saver = _trainer(pl, run, record, checkpoint_dir)
+    epoch_logger.record = record
+    trainer.checkpoint_callback.dirpath = str(checkpoint_dir)
+    interrupt_saver.path = checkpoint_dir / "last.ckpt"
     batch_size = run.data["batch_size"]
     loaders = {
-        "train": BatchLoader(data.x_train, data.y_train, batch_size, shuffle=True, seed=run.seed),
+        "train": BatchLoader(data.x_train, data.y_train, batch_size, shuffle=True, seed=run.seed,
+                             augment=_augmentation(run)),
         "val": BatchLoader(data.x_val, data.y_val, batch_size, shuffle=False),
         "test": BatchLoader(data.x_test, data.y_test, batch_size, shuffle=False),
     }
@@ -101,22 +106,27 @@ def train(run: RunConfig) -> TrainResult:
                        checkpoint_dir, model_uri, epoch_logger.history)
 
 
-def _trainer(pl, run: RunConfig, record, checkpoint_dir: Path):
+def _trainer(pl, run: RunConfig):
+    """The Lightning Trainer, built before the MLflow run so that a bad trainer option
+    (an accelerator this machine lacks, an unknown precision) leaves no run behind.
+    Its checkpoint folder is set once the run id is known."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from dlrun.train.callbacks import CheckpointOnInterrupt, EpochMetricsToMlflow
 
-    epoch_logger = EpochMetricsToMlflow(record)
-    interrupt_saver = CheckpointOnInterrupt(checkpoint_dir / "last.ckpt")
+    epoch_logger = EpochMetricsToMlflow()
+    interrupt_saver = CheckpointOnInterrupt()
     checkpoints = ModelCheckpoint(
-        dirpath=checkpoint_dir, filename="best", monitor="val/loss", mode="min",
-        save_top_k=1, save_last=True, enable_version_counter=False,
+        filename="best", monitor="val/loss", mode="min", save_top_k=1, save_last=True, enable_version_counter=False,
     )
     options = {"enable_model_summary": False, **run.trainer}
-    trainer = pl.Trainer(
-        **options, logger=False, callbacks=[epoch_logger, checkpoints, interrupt_saver],
-        default_root_dir=str(checkpoint_dir.parent),
-    )
+    try:
+        trainer = pl.Trainer(**options, logger=False, callbacks=[epoch_logger, checkpoints, interrupt_saver],
+                             default_root_dir=run.config["output_dir"])
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
+        raise ConfigError(f"the trainer config does not work here: {error} "
+                          "Pick another trainer option (dlrun configs trainer) or fix the trainer.* override.") from None
     return trainer, epoch_logger, interrupt_saver
 
 
@@ -126,6 +136,25 @@ def _optimizer_factory(run: RunConfig):
     name, options = run.optim
     builder = OPTIMIZERS.get(name).builder
     return lambda parameters: builder(parameters, **options)
+
+
+def _scheduler_factory(run: RunConfig, data):
+    import math
+
+    from dlrun.components.schedulers import SCHEDULERS, ScheduleContext
+
+    name, options = run.scheduler
+    builder = SCHEDULERS.get(name).builder
+    steps = math.ceil(math.ceil(len(data.x_train) / run.data["batch_size"]) / run.trainer.get("accumulate_grad_batches", 1))
+    context = ScheduleContext(max_epochs=run.trainer["max_epochs"], steps_per_epoch=steps)
+    return lambda optimizer: builder(optimizer, context, **options)
+
+
+def _augmentation(run: RunConfig):
+    from dlrun.data.augment import AUGMENTS
+
+    name, options = run.augment
+    return AUGMENTS.get(name).builder(**options)
 
 
 def _serving_model(data, net):

@@ -46,6 +46,7 @@ def assert_rejected(result, *fragments: str) -> None:
         (["data=csv", "data.path=missing.csv", "data.target=y"], ["no file at 'missing.csv'"]),
         (["data=diabetes", "loss=cross_entropy"], ["loss 'cross_entropy' does not fit a regression task", "mse"]),
         (["data=iris", "model=cnn"], ["conv2d at model.layers[0]", "model=mlp"]),
+        (["trainer.precision=17"], ["the trainer config does not work here", "Precision 17 is invalid"]),
     ],
 )
 def test_bad_override_is_rejected_before_any_run(workdir, overrides, fragments):
@@ -80,6 +81,16 @@ def test_misspelt_layer_key_in_a_user_model_file(workdir):
     (workdir / "conf" / "model" / "bad.yaml").write_text("layers:\n  - {type: flatten}\n  - {type: linear, out_featurs: 3}\n")
     result = invoke("train", "model=bad")
     assert_rejected(result, "unknown key 'model.layers[1].out_featurs'", "Did you mean 'out_features'?")
+
+
+def test_gpu_trainer_without_a_gpu_is_a_config_error(workdir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; trainer=gpu is valid here")
+    result = invoke("train", "trainer=gpu")
+    assert_rejected(result, "the trainer config does not work here", "dlrun configs trainer")
+    assert not (workdir / "mlflow.db").exists()
 
 
 def test_unknown_config_group_in_configs(workdir):
