@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 
 OVERRIDES_HELP = "Hydra overrides: GROUP=OPTION (model=cnn) or KEY=VALUE (optim.lr=0.01)."
+TRACKING_HELP = "The MLflow store; default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here."
 CONFIG_DIR_HELP = "An extra config folder, searched before ./conf and the package's conf/."
 
 
@@ -65,6 +66,23 @@ def configs(
 
     try:
         typer.echo(list_groups(group, config_dir))
+    except DlrunError as error:
+        _fail(error)
+
+
+@app.command()
+def runs(
+    experiment: str = typer.Option("dlrun", "--experiment", "-e", help="The MLflow experiment."),
+    filter_string: str = typer.Option("", "--filter", help="MLflow's filter syntax, e.g. \"params.model = 'cnn'\"."),
+    sort: str = typer.Option("start_time DESC", "--sort", help="MLflow's order_by, e.g. \"metrics.`test/acc` DESC\"."),
+    limit: int = typer.Option(20, "--limit", min=1, help="At most this many runs."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+) -> None:
+    """A table of recent runs: id, status, start, duration, choices, main metrics."""
+    from dlrun.lifecycle.runs import runs_table
+
+    try:
+        typer.echo(runs_table(experiment, filter_string, sort, limit, tracking_uri))
     except DlrunError as error:
         _fail(error)
 

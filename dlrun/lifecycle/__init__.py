@@ -1,0 +1,1 @@
+"""Runs live on: list, score, use and re-run a recorded run from its MLflow run id."""
