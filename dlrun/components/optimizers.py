@@ -2,6 +2,7 @@
 
 from typing import Annotated
 
+from dlrun.errors import ConfigError
 from dlrun.registry import Range, Registry
 
 # The first builder parameter is the model's parameters, supplied by dlrun.
@@ -11,11 +12,16 @@ Lr = Annotated[float, Range(gt=0)]
 NonNegative = Annotated[float, Range(ge=0)]
 
 
-@OPTIMIZERS.register("sgd", "Stochastic gradient descent (optional momentum)")
+@OPTIMIZERS.register("sgd", "Stochastic gradient descent (optional momentum and Nesterov)")
 def sgd(params, lr: Lr = 0.01, momentum: NonNegative = 0.0, dampening: NonNegative = 0.0,
         weight_decay: NonNegative = 0.0, nesterov: bool = False):
     import torch
 
+    if nesterov and (momentum <= 0 or dampening != 0):
+        raise ConfigError(
+            f"optim.nesterov=true needs optim.momentum > 0 and optim.dampening=0, got momentum={momentum:g} "
+            f"and dampening={dampening:g}. Set optim.momentum=0.9 optim.dampening=0, or optim.nesterov=false."
+        )
     return torch.optim.SGD(params, lr=lr, momentum=momentum, dampening=dampening,
                            weight_decay=weight_decay, nesterov=nesterov)
 
@@ -43,3 +49,12 @@ def rmsprop(params, lr: Lr = 1e-2, alpha: NonNegative = 0.99, eps: Annotated[flo
 
     return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                momentum=momentum, centered=centered)
+
+
+@OPTIMIZERS.register("adagrad", "Adagrad: per-parameter rates shrinking with the sum of squared gradients")
+def adagrad(params, lr: Lr = 1e-2, lr_decay: NonNegative = 0.0, weight_decay: NonNegative = 0.0,
+            initial_accumulator_value: NonNegative = 0.0, eps: Annotated[float, Range(gt=0)] = 1e-10):
+    import torch
+
+    return torch.optim.Adagrad(params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                               initial_accumulator_value=initial_accumulator_value, eps=eps)

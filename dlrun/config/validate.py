@@ -18,7 +18,7 @@ from dlrun.data.augment import AUGMENTS
 from dlrun.data.sources import DATASETS
 from dlrun.errors import ConfigError, did_you_mean
 from dlrun.models.build import check_layer_specs
-from dlrun.registry import Range, check_value
+from dlrun.registry import Choice, Range, check_value
 
 Fraction = Annotated[float, Range(gt=0, lt=1)]
 NonNegative = Annotated[float, Range(ge=0)]
@@ -45,6 +45,15 @@ TRAINER = {
     "gradient_clip_algorithm": Optional[str], "deterministic": Union[bool, str], "benchmark": Optional[bool],
     "enable_progress_bar": bool, "enable_model_summary": bool, "detect_anomaly": bool,
     "overfit_batches": NonNegative, "sync_batchnorm": bool, "inference_mode": bool,
+    "early_stopping": Optional[dict],  # dlrun's own: becomes Lightning's EarlyStopping callback
+}
+# trainer.early_stopping; off while patience is null. Whether the monitored metric exists
+# for the task (val/acc or val/mae) is checked once the data are loaded (train/run.py).
+EARLY_STOPPING = {
+    "patience": Optional[Annotated[int, Range(ge=1)]],
+    "monitor": Annotated[str, Choice("val/loss", "val/acc", "val/mae", "train/loss")],
+    "mode": Optional[Annotated[str, Choice("min", "max")]],
+    "min_delta": NonNegative,
 }
 
 
@@ -107,6 +116,7 @@ def validate(composed: Composed) -> RunConfig:
     _check_keys(cfg["regularization"], REGULARIZATION, "regularization.", allow={"name"})
     _check_keys(cfg["tracking"], TRACKING, "tracking.")
     _check_keys(cfg["trainer"], TRAINER, "trainer.")
+    _check_early_stopping(cfg["trainer"].get("early_stopping"))
     if "max_epochs" not in cfg["trainer"]:
         raise ConfigError("'trainer.max_epochs' is missing; set trainer.max_epochs=N.")
     return RunConfig(
@@ -117,6 +127,15 @@ def validate(composed: Composed) -> RunConfig:
         scheduler=_component(cfg, "scheduler", SCHEDULERS),
         augment=_component(cfg, "augment", AUGMENTS),
     )
+
+
+def _check_early_stopping(node: Any) -> None:
+    if node is None:
+        return
+    if not isinstance(node, dict):
+        raise ConfigError(f"'trainer.early_stopping' must be a mapping with {', '.join(EARLY_STOPPING)}, "
+                          f"got {node!r}. Set trainer.early_stopping.patience=N instead.")
+    _check_keys(node, EARLY_STOPPING, "trainer.early_stopping.")
 
 
 def _need_name(node: Any, where: str) -> None:

@@ -40,7 +40,12 @@ class DataBundle:
 
 
 def load_data(data_cfg: dict, seed: int) -> DataBundle:
-    """Load the configured data set, split it and fit preprocessing on the train split."""
+    """Load the configured data set, split it and fit preprocessing on the train split.
+
+    Args:
+        data_cfg: the validated `data` config: name, the common keys and the source's own.
+        seed: the run's seed; it shuffles the split (chronological sets ignore it).
+    """
     from dlrun.data.sources import COMMON_KEYS
 
     name = data_cfg["name"]
@@ -51,19 +56,30 @@ def load_data(data_cfg: dict, seed: int) -> DataBundle:
 
 
 def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed: int):
-    """Train, val and test row indices; stratified by class for classification."""
-    from sklearn.model_selection import train_test_split
+    """Train, val and test row indices, each sorted.
 
+    Shuffled by seed and stratified by class for classification; chronological
+    when the samples carry time steps (raw.time_span), see _chronological_split.
+    """
     n = len(raw.x)
-    rows = np.arange(n)
-    strata = raw.y if raw.task == "classification" else None
-    held_out = val_fraction + test_fraction
     sizes = {"train": n - round(n * val_fraction) - round(n * test_fraction), "val": round(n * val_fraction), "test": round(n * test_fraction)}
     if min(sizes.values()) < 1:
         raise DataError(
             f"{n} rows split by data.val_fraction={val_fraction} and data.test_fraction={test_fraction} "
             f"leave an empty split ({', '.join(f'{k}: {v}' for k, v in sizes.items())}). Use more rows or other fractions."
         )
+    if raw.time_span is not None:
+        return _chronological_split(raw.time_span, sizes["val"], sizes["test"], val_fraction, test_fraction)
+    return _shuffled_split(raw, val_fraction, test_fraction, seed)
+
+
+def _shuffled_split(raw: RawData, val_fraction: float, test_fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    n = len(raw.x)
+    rows = np.arange(n)
+    strata = raw.y if raw.task == "classification" else None
+    held_out = val_fraction + test_fraction
     try:
         train, rest = train_test_split(rows, test_size=held_out, random_state=seed, stratify=strata)
         rest_strata = strata[rest] if strata is not None else None
@@ -77,6 +93,30 @@ def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed:
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+def _chronological_split(time_span: np.ndarray, n_val: int, n_test: int, val_fraction: float, test_fraction: float):
+    """The latest n_test samples are test, the n_val before them val, the earlier ones train.
+
+    Windows overlap in time, so a window that shares a time step with the next
+    split is dropped: every time step a training sample reads or predicts comes
+    before any step of val, and every val step before any test step. No seed:
+    the order is time's.
+    """
+    first, last = time_span[:, 0], time_span[:, 1]
+    order = np.argsort(first, kind="stable")
+    test = order[-n_test:]
+    before_test = order[last[order] < first[test].min()]
+    val = before_test[-n_val:]
+    train = before_test[last[before_test] < first[val].min()] if len(val) else val
+    if len(val) < n_val or len(train) == 0:
+        span = int(last[0] - first[0] + 1)
+        raise DataError(
+            f"a chronological split of {len(order)} windows of {span} steps (data.val_fraction={val_fraction}, "
+            f"data.test_fraction={test_fraction}) leaves no training windows once windows overlapping the next split "
+            f"are dropped. Use a longer series, a smaller data.window or smaller fractions."
+        )
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
 def _bundle(raw: RawData, train, val, test) -> DataBundle:
     import torch
     from torch import nn
@@ -84,7 +124,9 @@ def _bundle(raw: RawData, train, val, test) -> DataBundle:
     from dlrun.models.modules import Probabilities, Reshape, Standardize, Unstandardize
 
     x_fit = raw.x[train].astype(np.float64)
-    if raw.image:  # pixels share one scale, so an always-blank pixel is not blown up
+    # Pixels (or lagged values of one series) share one scale, so an always-blank
+    # pixel is not blown up and every lag is scaled alike.
+    if raw.image or raw.shared_scale:
         mean, scale = np.full(raw.x.shape[1], x_fit.mean()), np.full(raw.x.shape[1], x_fit.std())
     else:
         mean, scale = x_fit.mean(axis=0), x_fit.std(axis=0)

@@ -180,3 +180,8 @@ def residual(ctx, in_shape, layers: list):
         raise ConfigError(f"residual at {ctx.where.removesuffix('.layers')}: its layers turn {tuple(in_shape)} into {produced}; "
                           "a skip connection needs them to keep the shape.")
     return Residual(block)
+
+
+# Sequence layer types live in their own module and register into LAYERS on import;
+# importing it here means whoever uses LAYERS sees them. It needs LAYERS, hence the end.
+from dlrun.models import sequence as _sequence_layers  # noqa: E402,F401

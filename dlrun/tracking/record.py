@@ -7,6 +7,7 @@ built, so that bad input never leaves a half-written run behind.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,34 @@ def tracking_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+@contextmanager
+def active_store(uri: str):
+    """Point MLflow's fluent API at uri for a moment, then restore what was there.
+
+    mlflow.set_tracking_uri also writes $MLFLOW_TRACKING_URI, which would leak into
+    every later run of the same process (tests, sweeps); so both are put back.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    previous, environment = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if environment is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = environment
+
+
 class RunRecord:
     """One MLflow run, written through MlflowClient so nothing depends on global state."""
 
     def __init__(self, uri: str, experiment: str):
-        import mlflow
         from mlflow.tracking import MlflowClient
 
-        mlflow.set_tracking_uri(uri)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -75,7 +96,7 @@ class RunRecord:
         import mlflow
         import mlflow.pytorch
 
-        with mlflow.start_run(run_id=self.run_id):
+        with active_store(self.uri), mlflow.start_run(run_id=self.run_id):
             info = mlflow.pytorch.log_model(
                 model, name="model", input_example=input_example, pip_requirements=requirements
             )

@@ -6,9 +6,7 @@ input (data, model shapes, loss fit) happens before the MLflow run is created.
 
 from __future__ import annotations
 
-import logging
 import signal
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,49 +29,40 @@ class TrainResult:
     epochs: int
     checkpoint_dir: Path
     model_uri: str | None
+    data_fingerprint: str
     history: list[dict[str, float]] = field(default_factory=list)
 
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        """Each metric's last value, as MLflow shows it for the run."""
+        return {**(self.history[-1] if self.history else {}), **self.test_metrics}
 
-def train(run: RunConfig) -> TrainResult:
-    """Train and test the configured model, recording everything in one MLflow run."""
+
+def train(run: RunConfig, extra_tags: dict[str, str] | None = None) -> TrainResult:
+    """Train and test the configured model, recording everything in one MLflow run.
+
+    Args:
+        run: the validated config.
+        extra_tags: more tags for the run (e.g. dlrun.reproduced_from).
+    """
     import pytorch_lightning as pl
 
-    _quiet_lightning()
-
-    from dlrun.components.losses import LOSSES, check_fits
-    from dlrun.data.loader import BatchLoader
-    from dlrun.data.prepare import load_data
-    from dlrun.models.build import build_model
     from dlrun.tracking.record import RunRecord, tracking_uri
-    from dlrun.train.module import DlrunModule
+    from dlrun.train.setup import make_loaders, prepare
 
-    pl.seed_everything(run.seed, verbose=False)
-    data = load_data(run.data, run.seed)
-    loss_name, _ = run.loss
-    check_fits(loss_name, data.task)
-    net = build_model(run.config["model"]["layers"], data.sample_shape, data.out_features,
-                      run.activation, run.regularization["dropout"])
-    module = DlrunModule(
-        net, LOSSES.get(loss_name).builder(data.num_classes), _optimizer_factory(run), data.task,
-        data.num_classes, l1=run.regularization["l1"], l2=run.regularization["l2"],
-        target_scale=getattr(data.postprocess, "scale", None),
-        make_scheduler=_scheduler_factory(run, data),
-    )
+    prepared = prepare(run)
+    data, module = prepared.data, prepared.module
 
-    trainer, epoch_logger, interrupt_saver = _trainer(pl, run)
+    trainer, epoch_logger, interrupt_saver = _trainer(pl, run, data.task)
     record = RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"])
-    run_id = record.start(_run_name(run), _params(run), _tags(run, data), _config_yaml(run), run.overrides)
+    run_id = record.start(_run_name(run), _params(run), {**_tags(run, data), **(extra_tags or {})},
+                          _config_yaml(run), run.overrides)
+    record.log_text(_data_info(data), "data.json")
     checkpoint_dir = Path(run.config["output_dir"]) / run_id / "checkpoints"
     epoch_logger.record = record
     trainer.checkpoint_callback.dirpath = str(checkpoint_dir)
     interrupt_saver.path = checkpoint_dir / "last.ckpt"
-    batch_size = run.data["batch_size"]
-    loaders = {
-        "train": BatchLoader(data.x_train, data.y_train, batch_size, shuffle=True, seed=run.seed,
-                             augment=_augmentation(run)),
-        "val": BatchLoader(data.x_val, data.y_val, batch_size, shuffle=False),
-        "test": BatchLoader(data.x_test, data.y_test, batch_size, shuffle=False),
-    }
+    loaders = make_loaders(run, prepared)
     try:
         with _sigterm_as_interrupt():
             trainer.fit(module, loaders["train"], loaders["val"])
@@ -103,10 +92,10 @@ def train(run: RunConfig) -> TrainResult:
         model_uri = record.log_model(_serving_model(data, module.net), data.raw_example, _requirements())
     record.end("FINISHED")
     return TrainResult(run_id, record.run_name, record.uri, test_metrics, trainer.current_epoch,
-                       checkpoint_dir, model_uri, epoch_logger.history)
+                       checkpoint_dir, model_uri, data.fingerprint, epoch_logger.history)
 
 
-def _trainer(pl, run: RunConfig):
+def _trainer(pl, run: RunConfig, task: str):
     """The Lightning Trainer, built before the MLflow run so that a bad trainer option
     (an accelerator this machine lacks, an unknown precision) leaves no run behind.
     Its checkpoint folder is set once the run id is known."""
@@ -120,9 +109,13 @@ def _trainer(pl, run: RunConfig):
     checkpoints = ModelCheckpoint(
         filename="best", monitor="val/loss", mode="min", save_top_k=1, save_last=True, enable_version_counter=False,
     )
-    options = {"enable_model_summary": False, **run.trainer}
+    callbacks = [epoch_logger, checkpoints, interrupt_saver]
+    early_stopping = _early_stopping(run.trainer.get("early_stopping"), task)
+    if early_stopping is not None:
+        callbacks.append(early_stopping)
+    options = {"enable_model_summary": False, **{k: v for k, v in run.trainer.items() if k != "early_stopping"}}
     try:
-        trainer = pl.Trainer(**options, logger=False, callbacks=[epoch_logger, checkpoints, interrupt_saver],
+        trainer = pl.Trainer(**options, logger=False, callbacks=callbacks,
                              default_root_dir=run.config["output_dir"])
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
         raise ConfigError(f"the trainer config does not work here: {error} "
@@ -130,31 +123,20 @@ def _trainer(pl, run: RunConfig):
     return trainer, epoch_logger, interrupt_saver
 
 
-def _optimizer_factory(run: RunConfig):
-    from dlrun.components.optimizers import OPTIMIZERS
+def _early_stopping(options: dict | None, task: str):
+    """Lightning's EarlyStopping for trainer.early_stopping, or None while its patience is unset."""
+    if not options or options.get("patience") is None:
+        return None
+    from pytorch_lightning.callbacks import EarlyStopping
 
-    name, options = run.optim
-    builder = OPTIMIZERS.get(name).builder
-    return lambda parameters: builder(parameters, **options)
-
-
-def _scheduler_factory(run: RunConfig, data):
-    import math
-
-    from dlrun.components.schedulers import SCHEDULERS, ScheduleContext
-
-    name, options = run.scheduler
-    builder = SCHEDULERS.get(name).builder
-    steps = math.ceil(math.ceil(len(data.x_train) / run.data["batch_size"]) / run.trainer.get("accumulate_grad_batches", 1))
-    context = ScheduleContext(max_epochs=run.trainer["max_epochs"], steps_per_epoch=steps)
-    return lambda optimizer: builder(optimizer, context, **options)
-
-
-def _augmentation(run: RunConfig):
-    from dlrun.data.augment import AUGMENTS
-
-    name, options = run.augment
-    return AUGMENTS.get(name).builder(**options)
+    monitor = options.get("monitor", "val/loss")
+    metrics = ["val/loss", "val/acc" if task == "classification" else "val/mae", "train/loss"]
+    if monitor not in metrics:
+        raise ConfigError(f"trainer.early_stopping.monitor={monitor} is not logged for a {task} task. "
+                          f"Monitor one of: {', '.join(metrics)}.")
+    mode = options.get("mode") or ("max" if monitor == "val/acc" else "min")
+    return EarlyStopping(monitor=monitor, mode=mode, patience=options["patience"],
+                         min_delta=options.get("min_delta", 0.0))
 
 
 def _serving_model(data, net):
@@ -193,6 +175,14 @@ def _tags(run: RunConfig, data) -> dict[str, str]:
     return tags
 
 
+def _data_info(data) -> str:
+    """What predict and eval need to know of the data without loading it again."""
+    import json
+
+    return json.dumps({"task": data.task, "class_names": data.class_names, "num_classes": data.num_classes,
+                       "sample_shape": list(data.sample_shape), "fingerprint": data.fingerprint}, indent=2)
+
+
 def _config_yaml(run: RunConfig) -> str:
     from omegaconf import OmegaConf
 
@@ -216,13 +206,3 @@ class _sigterm_as_interrupt:
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
         return False
-
-
-def _quiet_lightning() -> None:
-    """Keep the terminal for dlrun's own output: no hardware banners or tips."""
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning", "mlflow.store.db.utils"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for pattern in (".*does not have many workers.*", ".*train_dataloader.*", ".*val_dataloader.*",
-                    ".*test_dataloader.*", ".*LitLogger.*", ".*litlogger.*", ".*Checkpoint directory.*exists.*",
-                    ".*LeafSpec.*"):
-        warnings.filterwarnings("ignore", message=pattern)

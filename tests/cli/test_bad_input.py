@@ -25,7 +25,7 @@ def assert_rejected(result, *fragments: str) -> None:
 @pytest.mark.parametrize(
     "overrides, fragments",
     [
-        (["model=cnnn"], ["unknown model option 'cnnn'", "Did you mean 'cnn'?", "linear, mlp"]),
+        (["model=cnnn"], ["unknown model option 'cnnn'", "Did you mean 'cnn'?", "Options: cnn,", "mlp"]),
         (["optim=adamm"], ["unknown optim option 'adamm'", "Did you mean 'adam'?"]),
         (["optim.lrr=0.1"], ["unknown config key 'optim.lrr'", "Did you mean 'optim.lr'?"]),
         (["optim.lr=abc"], ["'optim.lr' must be a number", "'abc'"]),

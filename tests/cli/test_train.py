@@ -83,23 +83,25 @@ def test_tags_record_versions_and_command(default_run):
 
 def test_logged_model_predicts_probabilities_from_raw_features(default_run):
     import mlflow
+    import mlflow.pytorch
     from sklearn.datasets import load_digits
 
     folder, _, _, run = default_run
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    from dlrun.tracking.record import active_store
+
     uri = run.data.tags["dlrun.model_uri"]
     assert uri.startswith("models:/")
     digits = load_digits()
-    model = mlflow.pyfunc.load_model(uri)
+    with active_store(f"sqlite:///{folder / 'mlflow.db'}"):
+        model = mlflow.pyfunc.load_model(uri)
+        module = mlflow.pytorch.load_model(uri)
     probabilities = model.predict(digits.data.astype(np.float32))
     assert probabilities.shape == (1797, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert (probabilities.argmax(axis=1) == digits.target).mean() > 0.95
 
-    import mlflow.pytorch
     import torch
 
-    module = mlflow.pytorch.load_model(uri)
     with torch.no_grad():
         direct = module(torch.as_tensor(digits.data[:8], dtype=torch.float32)).numpy()
     np.testing.assert_allclose(direct, probabilities[:8], atol=1e-5)
@@ -124,8 +126,11 @@ def test_regression_logs_mae_and_serves_values(workdir):
     _, (run,) = mlflow_runs(workdir / "mlflow.db")
     assert {"val/mae", "test/mae", "test/loss"} <= set(run.data.metrics)
     assert "val/acc" not in run.data.metrics
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    values = mlflow.pyfunc.load_model(run.data.tags["dlrun.model_uri"]).predict(load_diabetes().data.astype(np.float32))
+    from dlrun.tracking.record import active_store
+
+    with active_store(f"sqlite:///{workdir / 'mlflow.db'}"):
+        model = mlflow.pyfunc.load_model(run.data.tags["dlrun.model_uri"])
+    values = model.predict(load_diabetes().data.astype(np.float32))
     assert values.shape in ((442, 1), (442,))
     assert 20 < float(np.mean(values)) < 350, "predictions are in the target's own units"
 

@@ -268,7 +268,7 @@ def test_get_unknown_name_far_from_every_option_lists_options_without_hint():
     message = str(info.value)
     assert "Did you mean" not in message
     assert "(in " not in message
-    assert "Options: adam, adamw, rmsprop, sgd." in message
+    assert "Options: adagrad, adam, adamw, rmsprop, sgd." in message
 
 
 @pytest.mark.parametrize("name", [None, 3, ["relu"], {"relu": 1}])

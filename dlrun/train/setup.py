@@ -1,0 +1,113 @@
+"""Everything a run needs before it trains: data, model, loss, optimizer, loaders.
+
+Shared by `dlrun train` and the commands that rebuild a recorded run (eval,
+reproduce). Every check that can fail on bad input runs here, before any MLflow
+run exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+from dlrun.config.validate import RunConfig
+from dlrun.errors import ConfigError
+
+
+@dataclass
+class Prepared:
+    """The data and the LightningModule of one run, ready to fit."""
+
+    data: "DataBundle"
+    module: "DlrunModule"
+    augment: object  # the training-batch augmentation, or None
+
+
+def prepare(run: RunConfig) -> Prepared:
+    """Seed, load and split the data, build the model and its training module."""
+    import pytorch_lightning as pl
+
+    from dlrun.components.losses import LOSSES, check_fits, output_size
+    from dlrun.data.prepare import load_data
+    from dlrun.models.build import build_model
+    from dlrun.train.module import DlrunModule
+
+    quiet_lightning()
+    pl.seed_everything(run.seed, verbose=False)
+    data = load_data(run.data, run.seed)
+    augment = _augmentation(run, data.sample_shape)  # an image-only augmentation on other data fails here
+    loss_name, loss_options = run.loss
+    check_fits(loss_name, data.task, data.num_classes)
+    net = build_model(run.config["model"]["layers"], data.sample_shape, output_size(loss_name, data),
+                      run.activation, run.regularization["dropout"])
+    module = DlrunModule(
+        net, LOSSES.get(loss_name).builder(data.num_classes, **loss_options), _optimizer_factory(run), data.task,
+        data.num_classes, l1=run.regularization["l1"], l2=run.regularization["l2"],
+        target_scale=getattr(data.postprocess, "scale", None),
+        make_scheduler=_scheduler_factory(run, data),
+    )
+    _check_optimization(module)
+    return Prepared(data, module, augment)
+
+
+def make_loaders(run: RunConfig, prepared: Prepared) -> dict:
+    """Train (shuffled, seeded, augmented), val and test batch loaders."""
+    from dlrun.data.loader import BatchLoader
+
+    data, batch_size = prepared.data, run.data["batch_size"]
+    return {
+        "train": BatchLoader(data.x_train, data.y_train, batch_size, shuffle=True, seed=run.seed,
+                             augment=prepared.augment),
+        "val": BatchLoader(data.x_val, data.y_val, batch_size, shuffle=False),
+        "test": BatchLoader(data.x_test, data.y_test, batch_size, shuffle=False),
+    }
+
+
+def _check_optimization(module) -> None:
+    """Build the optimizer and schedule once and discard them, so that keys that clash
+    (nesterov without momentum, a warm-up as long as training) stop the command before
+    the MLflow run exists rather than at the start of fit."""
+    try:
+        module.configure_optimizers()
+    except ValueError as error:
+        raise ConfigError(f"the optim and scheduler configs do not work together: {error} "
+                          "Fix the optim.* or scheduler.* override.") from None
+
+
+def _optimizer_factory(run: RunConfig):
+    from dlrun.components.optimizers import OPTIMIZERS
+
+    name, options = run.optim
+    builder = OPTIMIZERS.get(name).builder
+    return lambda parameters: builder(parameters, **options)
+
+
+def _scheduler_factory(run: RunConfig, data):
+    import math
+
+    from dlrun.components.schedulers import SCHEDULERS, ScheduleContext
+
+    name, options = run.scheduler
+    builder = SCHEDULERS.get(name).builder
+    steps = math.ceil(math.ceil(len(data.x_train) / run.data["batch_size"]) / run.trainer.get("accumulate_grad_batches", 1))
+    context = ScheduleContext(max_epochs=run.trainer["max_epochs"], steps_per_epoch=steps)
+    return lambda optimizer: builder(optimizer, context, **options)
+
+
+def _augmentation(run: RunConfig, sample_shape: tuple[int, ...]):
+    """The training batches' augmentation for samples of sample_shape; a ConfigError if it does not fit them."""
+    from dlrun.data.augment import AUGMENTS
+
+    name, options = run.augment
+    return AUGMENTS.get(name).builder(sample_shape, **options)
+
+
+def quiet_lightning() -> None:
+    """Keep the terminal for dlrun's own output: no hardware banners or tips."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*does not have many workers.*", ".*train_dataloader.*", ".*val_dataloader.*",
+                    ".*test_dataloader.*", ".*LitLogger.*", ".*litlogger.*", ".*Checkpoint directory.*exists.*",
+                    ".*LeafSpec.*"):
+        warnings.filterwarnings("ignore", message=pattern)
