@@ -87,6 +87,91 @@ def runs(
         _fail(error)
 
 
+@app.command(name="eval", context_settings={"ignore_unknown_options": True})
+def evaluate(
+    run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Data overrides (data.path=new.csv) to score other data.",
+                                                    show_default=False),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+) -> None:
+    """Score a run's best checkpoint on its test split, or its model on other data."""
+    from dlrun.lifecycle.evaluate import evaluate as run_eval
+
+    try:
+        metrics = run_eval(run_id, list(overrides or []), tracking_uri)
+    except DlrunError as error:
+        _fail(error)
+    typer.echo("  ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items())))
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def reproduce(
+    run_id: str = typer.Argument(..., help="The MLflow run id to train again."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="KEY=VALUE changes: a derived run, no equality check.",
+                                                    show_default=False),
+    atol: float = typer.Option(0.0, "--atol", min=0.0, help="Largest metric difference that still counts as equal."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+) -> None:
+    """Train a recorded run again from its stored config and compare every final metric."""
+    from dlrun.lifecycle.reproduce import reproduce as run_reproduce
+
+    try:
+        outcome = run_reproduce(run_id, list(overrides or []), tracking_uri)
+    except DlrunError as error:
+        _fail(error)
+    typer.echo(outcome.report(atol))
+    typer.echo(f"run_id: {outcome.new_id}")
+    if not outcome.derived and not outcome.matches(atol):
+        raise typer.Exit(1)
+
+
+@app.command()
+def predict(
+    run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train."),
+    input_path: str = typer.Option(..., "--input", "-i", help="Raw features: a CSV with a header row, or .npy."),
+    output_path: str = typer.Option(..., "--output", "-o", help="Where to write the predictions (CSV)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+) -> None:
+    """Predict with a run's logged model: classes and probabilities, or values."""
+    from dlrun.lifecycle.predict import predict as run_predict
+
+    try:
+        rows = run_predict(run_id, input_path, output_path, tracking_uri)
+    except DlrunError as error:
+        _fail(error)
+    typer.echo(f"wrote {rows} predictions to {output_path}")
+
+
+@app.command()
+def diff(
+    run_a: str = typer.Argument(..., help="A run id."),
+    run_b: str = typer.Argument(..., help="Another run id."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+) -> None:
+    """The config keys and final metrics that differ between two runs."""
+    from dlrun.lifecycle.diff import diff_runs
+
+    try:
+        typer.echo(diff_runs(run_a, run_b, tracking_uri))
+    except DlrunError as error:
+        _fail(error)
+
+
+@app.command()
+def ui(
+    host: str = typer.Option("127.0.0.1", "--host", help="The address to serve on."),
+    port: int = typer.Option(5000, "--port", help="The port to serve on."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+) -> None:
+    """MLflow's web UI on the store that dlrun train uses from this folder."""
+    from dlrun.lifecycle.ui import run_ui
+
+    try:
+        raise typer.Exit(run_ui(host, port, tracking_uri))
+    except DlrunError as error:
+        _fail(error)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="dlrun")

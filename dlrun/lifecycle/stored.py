@@ -7,6 +7,7 @@ config typed on the command line; checkpoints load with weights_only=True.
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ def open_store(uri: str | None = None):
 
     from dlrun.tracking.record import tracking_uri
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stdout for dlrun's answer
     uri = tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
@@ -59,6 +61,28 @@ class StoredRun:
         groups = {k: v for k, v in self.run.data.params.items() if "." not in k and isinstance(self.config.get(k), dict)}
         return validate(Composed(config=config, choices=groups, overrides=list(overrides or [])))
 
+    def served_model(self):
+        """The run's logged MLflow model as a pyfunc; RunNotFound if it logged none."""
+        import mlflow.pyfunc
+
+        from dlrun.tracking.record import active_store
+
+        model_uri = self.run.data.tags.get("dlrun.model_uri")
+        if not model_uri:
+            raise RunNotFound(f"run {self.run_id} logged no model (it ran with tracking.log_model=false).")
+        with active_store(self.uri):
+            return mlflow.pyfunc.load_model(model_uri)
+
+    def data_info(self) -> dict:
+        """What the run's data looked like: task and class names (data.json, logged by dlrun train)."""
+        import json
+
+        try:
+            folder = tempfile.mkdtemp(prefix="dlrun-data-")
+            return json.loads(Path(self.client.download_artifacts(self.run_id, "data.json", folder)).read_text())
+        except Exception:
+            return {"task": self.run.data.tags.get("dlrun.task", "classification"), "class_names": []}
+
     def checkpoint(self, which: str = "best") -> Path:
         """A local path to the run's best or last checkpoint (downloaded if not on this disk)."""
         local = Path(self.config.get("output_dir", "outputs")) / self.run_id / "checkpoints" / f"{which}.ckpt"
@@ -70,6 +94,16 @@ class StoredRun:
         except Exception:
             raise RunNotFound(f"run {self.run_id} has no checkpoints/{which}.ckpt, neither in {local.parent} "
                               "nor among its MLflow artifacts.") from None
+
+
+def check_feature_count(model, features, source: str, run_id: str) -> None:
+    """A DataError unless features has as many columns as the served model takes."""
+    from dlrun.errors import DataError
+
+    expected = model.metadata.get_input_schema().inputs[0].shape[-1]
+    if features.shape[1] != expected:
+        raise DataError(f"{source} has {features.shape[1]} feature columns; the model of run {run_id} takes "
+                        f"{expected} (the features of its data set, in the same order, without the target).")
 
 
 def load_run(run_id: str, uri: str | None = None) -> StoredRun:
