@@ -125,6 +125,24 @@ def reproduce(
         raise typer.Exit(1)
 
 
+@app.command(context_settings={"ignore_unknown_options": True})
+def resume(
+    run_id: str = typer.Argument(..., help="The KILLED or FAILED run to continue."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="For a FINISHED run: trainer.max_epochs=N trains "
+                                                    "it longer in a new, derived run.", show_default=False),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+) -> None:
+    """Continue an interrupted run from its last checkpoint, in the same MLflow run."""
+    from dlrun.lifecycle.resume import resume as run_resume
+    from dlrun.summary import print_summary
+
+    try:
+        result = run_resume(run_id, list(overrides or []), tracking_uri)
+    except DlrunError as error:
+        _fail(error)
+    print_summary(None, result)
+
+
 @app.command()
 def predict(
     run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train."),
@@ -173,8 +191,22 @@ def ui(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="dlrun")
+    """Console-script entry point: Ctrl-C and SIGTERM before training starts end with exit 130.
+
+    During training, dlrun.train installs its own handlers, which stop at a batch
+    boundary with a checkpoint.
+    """
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        app(prog_name="dlrun")
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted before training started; no run was recorded.", err=True)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

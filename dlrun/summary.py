@@ -6,10 +6,10 @@ import typer
 
 
 def print_summary(run_config, result) -> None:
-    choices = " ".join(f"{g}={o}" for g, o in sorted(run_config.choices.items()))
+    choices = " ".join(f"{g}={o}" for g, o in sorted(run_config.choices.items())) if run_config else ""
     lines = [
         "",
-        f"dlrun: finished {result.epochs} epochs of {choices}",
+        f"dlrun: finished {result.epochs} epochs" + (f" of {choices}" if choices else ""),
     ]
     if result.history:
         last = result.history[-1]

@@ -14,10 +14,18 @@ import torch
 class BatchLoader:
     """An iterable of (x, y) batches over in-memory tensors.
 
-    With shuffle, each pass draws a new permutation from a generator seeded by
-    (seed, pass number), so the data order is repeatable run to run. `augment`
-    (training only) maps a batch of inputs and that generator to new inputs, so
-    augmentation is repeatable too.
+    With shuffle, pass number e draws its permutation from a generator seeded by
+    (seed, e), and batch b of that pass augments with a generator seeded by
+    (seed, e, b). Every batch is thus a pure function of (seed, e, b): the data
+    order is repeatable run to run, and a run resumed mid-epoch sees exactly the
+    batches the uninterrupted run would have.
+
+    `state_dict` / `load_state_dict` make the loader resumable for Lightning: the
+    state is the position (epoch, batches already trained), which `position`
+    (set by the trainer's owner) reports; the loader's own counters run ahead of
+    training because Lightning prefetches a batch. For the same reason the pass
+    number comes from `current_epoch` (the trainer's epoch) where it is set: after
+    a resume, Lightning may open an iterator for the tail of a finished epoch.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
@@ -27,23 +35,40 @@ class BatchLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.epoch = 0
+        self.epoch = 0  # the pass the next __iter__ produces, without current_epoch
+        self.resume_at = (-1, 0)  # (epoch, batches to skip in it): a resumed, half-done epoch
+        self.position = None  # callable -> (epoch, batches done); set for the training loader
+        self.current_epoch = None  # callable -> the trainer's epoch; set for the training loader
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
 
+    def state_dict(self) -> dict:
+        epoch, done = self.position() if self.position else (self.epoch, 0)
+        if done >= len(self):  # a finished epoch resumes at the start of the next
+            epoch, done = epoch + 1, 0
+        return {"epoch": int(epoch), "batch": int(done)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self.resume_at = (self.epoch, int(state["batch"]))
+
     def __iter__(self):
         n = len(self.x)
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=generator)
-            self.epoch += 1
-            for start in range(0, n, self.batch_size):
-                rows = order[start : start + self.batch_size]
-                inputs = self.x[rows]
-                if self.augment is not None:
-                    inputs = self.augment(inputs, generator)
-                yield inputs, self.y[rows]
-        else:
+        if not self.shuffle:
             for start in range(0, n, self.batch_size):
                 yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+            return
+        epoch = self.current_epoch() if self.current_epoch else self.epoch
+        first = self.resume_at[1] if epoch == self.resume_at[0] else 0
+        self.epoch, self.resume_at = epoch + 1, (-1, 0)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self._seed(epoch)))
+        for batch in range(first, len(self)):
+            rows = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            inputs = self.x[rows]
+            if self.augment is not None:
+                inputs = self.augment(inputs, torch.Generator().manual_seed(self._seed(epoch, batch + 1)))
+            yield inputs, self.y[rows]
+
+    def _seed(self, epoch: int, batch: int = 0) -> int:
+        return (self.seed * 1_000_003 + epoch) * 1_000_003 + batch

@@ -42,12 +42,37 @@ def active_store(uri: str):
             os.environ["MLFLOW_TRACKING_URI"] = environment
 
 
+def _create_sqlite_store_whole(uri: str) -> None:
+    """Create a new SQLite store aside and move it in place once its tables exist.
+
+    MLflow builds a new store through a dozen schema migrations; a Ctrl-C among
+    them would leave a store that every later command fails on.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    MlflowClient(tracking_uri=f"sqlite:///{partial}").search_experiments(max_results=1)
+    try:
+        os.link(partial, path)  # atomic, and never replaces a store another process made meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
+
+
 class RunRecord:
     """One MLflow run, written through MlflowClient so nothing depends on global state."""
 
     def __init__(self, uri: str, experiment: str):
         from mlflow.tracking import MlflowClient
 
+        _create_sqlite_store_whole(uri)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -68,6 +93,12 @@ class RunRecord:
         self.client.log_batch(self.run_id, tags=[RunTag("mlflow.source.name", "dlrun train")])
         return self.run_id
 
+    def reopen(self, run_id: str) -> str:
+        """Continue an existing run: its status goes back to RUNNING."""
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
     @property
     def run_name(self) -> str:
         return self.client.get_run(self.run_id).info.run_name
@@ -86,6 +117,19 @@ class RunRecord:
         from mlflow.entities import RunTag
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_file(self, path: Path | str, artifact_path: str | None = None) -> None:
+        """One local file as an artifact, under artifact_path (plots/learning_curves.png)."""
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def metric_history(self, keys: list[str]) -> list[dict[str, float]]:
+        """The run's per-epoch values of keys as stored (index = step = epoch, {} where none was logged);
+        a resumed run's epochs from before the interruption included. The latest value wins a step."""
+        by_step: dict[int, dict[str, float]] = {}
+        for key in keys:
+            for metric in sorted(self.client.get_metric_history(self.run_id, key), key=lambda m: m.timestamp):
+                by_step.setdefault(metric.step, {})[key] = metric.value
+        return [by_step.get(step, {}) for step in range(max(by_step) + 1)] if by_step else []
 
     def log_checkpoints(self, folder: Path) -> None:
         if folder.is_dir() and any(folder.iterdir()):

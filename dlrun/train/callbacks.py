@@ -32,14 +32,83 @@ class EpochMetricsToMlflow(pl.Callback):
         self.record.log_metrics(metrics, step=trainer.current_epoch)
 
 
-class CheckpointOnInterrupt(pl.Callback):
-    """On Ctrl-C or SIGTERM, saves the training state at that step as last.ckpt."""
+class StopOnSignal(pl.Callback):
+    """Ctrl-C or SIGTERM: finish the current batch, save last.ckpt there, stop.
+
+    Stopping at a batch boundary keeps the checkpoint consistent (weights,
+    optimizer, loop counters and data position all after the same step), which
+    is what makes `dlrun resume` exact. A second signal stops at once.
+    """
 
     def __init__(self, path: Path | None = None):
         self.path = path  # set before fit
+        self.requested = False
         self.interrupted = False
 
-    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
+    def request(self, *_signal_args) -> None:
+        """The signal handler: ask for a stop at the next batch boundary."""
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # Lightning installs its own SIGTERM handler when fit starts, which exits with
+        # status 0 and no checkpoint; SIGTERM must stop the way Ctrl-C does.
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 < trainer.num_training_batches:  # after the last batch, validation comes first
+            self._stop_if_requested(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # ModelCheckpoint has just written last.ckpt after this epoch's validation; keep that one.
+        saved = getattr(trainer.checkpoint_callback, "_last_global_step_saved", None) == trainer.global_step
+        self._stop_if_requested(trainer, save=not saved)
+
+    def _stop_if_requested(self, trainer: pl.Trainer, save: bool = True) -> None:
+        if self.requested and not self.interrupted:
+            if save:
+                trainer.save_checkpoint(self.path)
             self.interrupted = True
+            raise KeyboardInterrupt  # Lightning's graceful shutdown path
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and not self.interrupted:
+            self.interrupted = True  # a second signal mid-step: keep what there is
             trainer.save_checkpoint(self.path)
+
+
+class RandomState(pl.Callback):
+    """Saves and restores the global random generators with each checkpoint.
+
+    Lightning's checkpoints hold no random state, so dropout after a resume would
+    draw other numbers than the uninterrupted run did.
+    """
+
+    def state_dict(self) -> dict:
+        import random
+
+        import numpy as np
+        import torch
+
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        return {"torch": torch.get_rng_state(), "python": random.getstate(),
+                "numpy": {"keys": torch.from_numpy(keys.astype("int64")), "position": int(position),
+                          "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        torch.set_rng_state(state["torch"])
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        saved = state["numpy"]
+        np.random.set_state(("MT19937", saved["keys"].numpy().astype("uint32"), saved["position"],
+                             saved["has_gauss"], saved["gauss"]))

@@ -20,6 +20,14 @@ class Interrupted(DlrunError):
     exit_code = 130
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where a resumed training continues: a checkpoint, and the MLflow run to continue (None: a new run)."""
+
+    checkpoint: Path
+    run_id: str | None
+
+
 @dataclass
 class TrainResult:
     run_id: str
@@ -38,12 +46,14 @@ class TrainResult:
         return {**(self.history[-1] if self.history else {}), **self.test_metrics}
 
 
-def train(run: RunConfig, extra_tags: dict[str, str] | None = None) -> TrainResult:
+def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resume | None = None) -> TrainResult:
     """Train and test the configured model, recording everything in one MLflow run.
 
     Args:
         run: the validated config.
         extra_tags: more tags for the run (e.g. dlrun.reproduced_from).
+        resume: continue from a checkpoint: in the same MLflow run (resume.run_id),
+            or in a new one when resume.run_id is None.
     """
     import pytorch_lightning as pl
 
@@ -55,17 +65,23 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None) -> TrainResu
 
     trainer, epoch_logger, interrupt_saver = _trainer(pl, run, data.task)
     record = RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"])
-    run_id = record.start(_run_name(run), _params(run), {**_tags(run, data), **(extra_tags or {})},
-                          _config_yaml(run), run.overrides)
-    record.log_text(_data_info(data), "data.json")
+    if resume is not None and resume.run_id:
+        run_id = record.reopen(resume.run_id)
+    else:
+        run_id = record.start(_run_name(run), _params(run), {**_tags(run, data), **(extra_tags or {})},
+                              _config_yaml(run), run.overrides)
+        record.log_text(_data_info(data), "data.json")
     checkpoint_dir = Path(run.config["output_dir"]) / run_id / "checkpoints"
     epoch_logger.record = record
     trainer.checkpoint_callback.dirpath = str(checkpoint_dir)
     interrupt_saver.path = checkpoint_dir / "last.ckpt"
     loaders = make_loaders(run, prepared)
+    loaders["train"].position = lambda: _training_position(trainer)
+    loaders["train"].current_epoch = lambda: trainer.current_epoch
     try:
-        with _sigterm_as_interrupt():
-            trainer.fit(module, loaders["train"], loaders["val"])
+        with _signals_stop(interrupt_saver):
+            trainer.fit(module, loaders["train"], loaders["val"], weights_only=True,
+                        ckpt_path=str(resume.checkpoint) if resume else None)
     except TrainingFailed as failure:
         record.log_checkpoints(checkpoint_dir)
         record.end("FAILED")
@@ -77,7 +93,7 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None) -> TrainResu
         record.log_checkpoints(checkpoint_dir)
         record.end("KILLED")
         raise Interrupted(f"interrupted at step {trainer.global_step}; run {run_id} is marked KILLED, "
-                          f"its checkpoint is {interrupt_saver.path}.") from None
+                          f"its checkpoint is {interrupt_saver.path}. Continue it: dlrun resume {run_id}") from None
     except BaseException:
         record.end("FAILED")
         raise
@@ -86,6 +102,9 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None) -> TrainResu
     (test_metrics,) = trainer.test(module, loaders["test"], ckpt_path=best, verbose=False, weights_only=True)
     test_metrics = {k: float(v) for k, v in test_metrics.items()}
     record.log_metrics(test_metrics, step=trainer.current_epoch)
+    from dlrun.tracking.plots import log_plots  # plots/*.png; a failed plot warns, never fails the run
+
+    log_plots(record, epoch_logger.history, data, module.net, run.choices, test_metrics, run.data["batch_size"])
     record.log_checkpoints(checkpoint_dir)
     model_uri = None
     if run.tracking["log_model"]:
@@ -102,14 +121,14 @@ def _trainer(pl, run: RunConfig, task: str):
     from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from dlrun.train.callbacks import CheckpointOnInterrupt, EpochMetricsToMlflow
+    from dlrun.train.callbacks import EpochMetricsToMlflow, RandomState, StopOnSignal
 
     epoch_logger = EpochMetricsToMlflow()
-    interrupt_saver = CheckpointOnInterrupt()
+    interrupt_saver = StopOnSignal()
     checkpoints = ModelCheckpoint(
         filename="best", monitor="val/loss", mode="min", save_top_k=1, save_last=True, enable_version_counter=False,
     )
-    callbacks = [epoch_logger, checkpoints, interrupt_saver]
+    callbacks = [epoch_logger, checkpoints, interrupt_saver, RandomState()]
     early_stopping = _early_stopping(run.trainer.get("early_stopping"), task)
     if early_stopping is not None:
         callbacks.append(early_stopping)
@@ -189,20 +208,28 @@ def _config_yaml(run: RunConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(run.config))
 
 
-class _sigterm_as_interrupt:
-    """SIGTERM raises KeyboardInterrupt, so both stop training the same way."""
+class _signals_stop:
+    """SIGINT and SIGTERM ask `stopper` to stop at the next batch boundary."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, stopper):
+        self.stopper = stopper
+        self.previous: dict = {}
 
     def __enter__(self):
-        def handler(signum, frame):
-            raise KeyboardInterrupt
-
         try:
-            self.previous = signal.signal(signal.SIGTERM, handler)
+            self.previous = {s: signal.signal(s, self.stopper.request) for s in self.SIGNALS}
         except ValueError:  # not the main thread: leave signals alone
-            self.previous = None
+            self.previous = {}
         return self
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
         return False
+
+
+def _training_position(trainer) -> tuple[int, int]:
+    """(epoch, batches of it trained so far): where a checkpoint taken now resumes."""
+    return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.ready

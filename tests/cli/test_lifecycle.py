@@ -121,3 +121,35 @@ def test_a_run_dlrun_did_not_make(recorded, monkeypatch):
     foreign = client.create_run(client.get_experiment_by_name("dlrun").experiment_id).info.run_id
     result = runner.invoke(app, ["eval", foreign])
     assert result.exit_code == 2 and "no config.yaml" in result.output
+
+
+def test_ui_serves_the_store_dlrun_uses_here(recorded, monkeypatch):
+    from dlrun.lifecycle.ui import ui_command
+
+    folder, _ = recorded
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    command = ui_command("127.0.0.1", 5123)
+    assert command[1:4] == ["-m", "mlflow", "ui"]
+    assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{folder / 'mlflow.db'}"
+    assert command[-4:] == ["--host", "127.0.0.1", "--port", "5123"]
+
+
+def test_ui_without_a_store_exits_2(workdir):
+    result = runner.invoke(app, ["ui"])
+    assert result.exit_code == 2 and "no MLflow store" in result.output
+
+
+def test_eval_of_a_run_whose_checkpoint_is_gone(recorded, monkeypatch, tmp_path):
+    import shutil
+
+    folder, _ = recorded
+    monkeypatch.chdir(folder)
+    done = run_dlrun(*TRAIN, "trainer.max_epochs=1", "tracking.log_model=false", cwd=folder)
+    run_id = done.stdout.strip().splitlines()[-1].removeprefix("run_id: ")
+    shutil.rmtree(folder / "outputs" / run_id)
+    client, _ = mlflow_runs(folder / "mlflow.db")
+    artifacts = client.get_run(run_id).info.artifact_uri.removeprefix("file://")
+    shutil.rmtree(f"{artifacts}/checkpoints")
+    result = runner.invoke(app, ["eval", run_id])
+    assert result.exit_code == 2 and "has no checkpoints/best.ckpt" in result.output

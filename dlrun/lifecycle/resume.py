@@ -1,0 +1,40 @@
+"""`dlrun resume`: continue an interrupted run from its last checkpoint, exactly.
+
+The checkpoint holds the weights, the optimizer, Lightning's loop counters, the
+random generators (RandomState) and the data position (BatchLoader), so on CPU a
+run interrupted at any step ends as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+from dlrun.errors import ConfigError
+from dlrun.lifecycle.stored import load_run
+
+RESUMABLE = ("KILLED", "FAILED", "RUNNING")  # RUNNING: a process that died without a word
+
+
+def resume(run_id: str, overrides: list[str] | None = None, uri: str | None = None):
+    """Continue run_id in the same MLflow run; a FINISHED run with overrides continues in a derived run."""
+    from dlrun.train.run import Resume, train
+
+    stored = load_run(run_id, uri)
+    status = stored.run.info.status
+    if status == "FINISHED":
+        if not overrides:
+            raise ConfigError(f"run {run_id} is FINISHED: there is nothing to resume. To train it longer in a new, "
+                              f"derived run: dlrun resume {run_id} trainer.max_epochs=N")
+        run = stored.run_config(overrides)
+        done = int(float(stored.run.data.params.get("trainer.max_epochs", 0)))
+        if run.trainer["max_epochs"] <= done:
+            raise ConfigError(f"run {run_id} already trained {done} epochs; extend it with trainer.max_epochs "
+                              f"above {done}.")
+        return train(run, extra_tags={"dlrun.derived_from": run_id},
+                     resume=Resume(stored.checkpoint("last"), run_id=None))
+    if status not in RESUMABLE:
+        raise ConfigError(f"run {run_id} is {status}; only {', '.join(RESUMABLE)} runs can be resumed.")
+    if overrides:
+        raise ConfigError("an interrupted run resumes with its own config; overrides apply only to FINISHED runs.")
+    run = stored.run_config()
+    if uri:
+        run.config["tracking"]["uri"] = uri
+    return train(run, resume=Resume(stored.checkpoint("last"), run_id=run_id))
