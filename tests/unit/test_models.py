@@ -192,6 +192,21 @@ def test_dropout_is_zero_without_regularization():
     assert [m.p for m in _of(net, nn.Dropout)] == [0.0, 0.0]
 
 
+def test_dropout_acts_in_training_and_not_in_evaluation():
+    net, _ = _build("mlp", "regularization=dropout", "regularization.dropout=0.5")
+    x = torch.randn(32, *SHAPES["mlp"][0])
+    torch.manual_seed(0)
+    net.train()
+    first, second = net(x), net(x)
+    assert not torch.equal(first, second), "training passes drop different units"
+    net.eval()
+    assert torch.equal(net(x), net(x)), "evaluation is deterministic"
+    without = _build("mlp")[0]
+    without.load_state_dict(net.state_dict())
+    without.eval()
+    assert torch.equal(net(x), without(x)), "in evaluation dropout changes nothing"
+
+
 def test_dropout_layer_with_its_own_p_keeps_it():
     net = _simple([{"type": "dropout", "p": 0.1}, {"type": "dropout"}, {"type": "linear"}], dropout=0.4)
     assert [m.p for m in _of(net, nn.Dropout)] == [0.1, 0.4]
