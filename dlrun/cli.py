@@ -25,6 +25,21 @@ TRACKING_HELP = "The MLflow store; default: $MLFLOW_TRACKING_URI, else sqlite://
 CONFIG_DIR_HELP = "An extra config folder, searched before ./conf and the package's conf/."
 
 
+def _version(show: bool) -> None:
+    if show:
+        from dlrun import __version__
+
+        typer.echo(f"dlrun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """dlrun: declarative deep-learning experiments. Hydra configs in, MLflow runs out."""
+
+
 def _fail(error: DlrunError) -> None:
     typer.echo(f"error: {error}", err=True)
     raise typer.Exit(error.exit_code)

@@ -9,7 +9,7 @@ def print_summary(run_config, result) -> None:
     choices = " ".join(f"{g}={o}" for g, o in sorted(run_config.choices.items())) if run_config else ""
     lines = [
         "",
-        f"dlrun: finished {result.epochs} epochs" + (f" of {choices}" if choices else ""),
+        f"dlrun: finished {result.epochs} epoch{'s' if result.epochs != 1 else ''}" + (f" of {choices}" if choices else ""),
     ]
     if result.history:
         last = result.history[-1]

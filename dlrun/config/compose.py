@@ -121,7 +121,7 @@ def _explain(error: Exception, parsed, groups, loader) -> str:
         if key not in known:
             return (
                 f"unknown config key '{key}' (override {override.input_line}).{did_you_mean(key, known)}"
-                f" To add a new key on purpose, write +{override.input_line}."
+                " (+KEY=VALUE adds a key only where the schema is open, e.g. a model knob: +model.blocks=3.)"
             )
     text = " ".join(str(error).split())
     return f"cannot compose the config: {text}"

@@ -65,6 +65,9 @@ def read_features(path: Path, config: dict) -> np.ndarray:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
             raise DataError(f"--input: cannot read '{path}' as CSV: {str(error).splitlines()[0]}") from None
+        if all(_is_number(name) for name in frame.columns):
+            raise DataError(f"--input: '{path}' has no header row (its first row holds numbers). Add a header "
+                            "row with a name for each column, or pass a .npy array.")
         target = config.get("data", {}).get("target")
         if target and target in frame.columns:
             frame = frame.drop(columns=[target])
@@ -78,3 +81,11 @@ def read_features(path: Path, config: dict) -> np.ndarray:
     if not np.isfinite(features).all():
         raise DataError(f"--input: '{path}' holds empty, NaN or infinite values.")
     return features
+
+
+def _is_number(text) -> bool:
+    try:
+        float(str(text))
+    except ValueError:
+        return False
+    return True

@@ -7,7 +7,7 @@ from datetime import datetime
 from dlrun.errors import ConfigError
 from dlrun.lifecycle.stored import open_store
 
-GROUPS = ("data", "model", "optim", "loss", "activation", "regularization", "scheduler", "augment")
+GROUPS = ("data", "model", "optim", "loss", "activation", "regularization", "scheduler", "augment", "trainer")
 MAIN_METRICS = ("test/acc", "test/mae", "test/loss", "val/loss")
 
 

@@ -109,5 +109,5 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*does not have many workers.*", ".*train_dataloader.*", ".*val_dataloader.*",
                     ".*test_dataloader.*", ".*LitLogger.*", ".*litlogger.*", ".*Checkpoint directory.*exists.*",
-                    ".*LeafSpec.*"):
+                    ".*LeafSpec.*", ".*dirpath has changed.*"):
         warnings.filterwarnings("ignore", message=pattern)

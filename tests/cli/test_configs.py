@@ -68,3 +68,10 @@ def test_config_dir_option_is_searched_first(workdir, tmp_path_factory):
     result = runner.invoke(app, ["train", "--config-dir", str(extra), "--cfg", "optim=fast"])
     assert result.exit_code == 0, result.output
     assert yaml.safe_load(result.output)["optim"] == {"name": "sgd", "lr": 0.5}
+
+
+def test_version_option():
+    from dlrun import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"dlrun {__version__}"

@@ -65,3 +65,12 @@ def test_predict_errors_exit_2(iris_run, monkeypatch, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (folder / "never.csv").exists()
+
+
+def test_predict_refuses_a_csv_without_a_header_row(iris_run, monkeypatch):
+    folder, run_id = iris_run
+    monkeypatch.chdir(folder)
+    (folder / "bare.csv").write_text("5.1,3.5,1.4,0.2\n4.9,3.0,1.4,0.2\n")
+    result = runner.invoke(app, ["predict", run_id, "-i", "bare.csv", "-o", "never.csv"])
+    assert result.exit_code == 2 and "no header row" in result.output
+    assert not (folder / "never.csv").exists()
