@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dlrun.data.sources import DATASETS, RawData
 from dlrun.errors import DataError
+
+if TYPE_CHECKING:  # annotations only: loading data imports torch lazily
+    import torch
 
 
 @dataclass

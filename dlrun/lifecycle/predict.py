@@ -12,23 +12,13 @@ from dlrun.lifecycle.stored import check_feature_count, load_run
 
 def predict(run_id: str, input_path: str, output_path: str, uri: str | None = None) -> int:
     """Write the run's predictions for the rows of input_path to output_path (CSV); the row count."""
-    import mlflow.pyfunc
-
-    from dlrun.tracking.record import active_store
     import pandas as pd
 
     stored = load_run(run_id, uri)
-    model_uri = stored.run.data.tags.get("dlrun.model_uri")
-    if not model_uri:
-        raise RunNotFound(f"run {run_id} logged no model (it ran with tracking.log_model=false).")
-    info = stored.data_info()
     features = read_features(Path(input_path), stored.config)
-    with active_store(stored.uri):
-        model = mlflow.pyfunc.load_model(model_uri)
-    expected = model.metadata.get_input_schema().inputs[0].shape[-1]
-    if features.shape[1] != expected:
-        raise DataError(f"{input_path} has {features.shape[1]} feature columns; the model of run {run_id} takes "
-                        f"{expected} (the features of its data set, in the same order, without the target).")
+    model = stored.served_model()
+    check_feature_count(model, features, input_path, run_id)
+    info = stored.data_info()
     outputs = np.asarray(model.predict(features))
     if info["task"] == "classification":
         names = info["class_names"] or [str(i) for i in range(outputs.shape[1])]

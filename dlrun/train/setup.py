@@ -10,9 +10,14 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dlrun.data.prepare import DataBundle
+    from dlrun.train.module import DlrunModule
 
 
 @dataclass

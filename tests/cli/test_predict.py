@@ -74,3 +74,12 @@ def test_predict_refuses_a_csv_without_a_header_row(iris_run, monkeypatch):
     result = runner.invoke(app, ["predict", run_id, "-i", "bare.csv", "-o", "never.csv"])
     assert result.exit_code == 2 and "no header row" in result.output
     assert not (folder / "never.csv").exists()
+
+
+def test_predict_with_a_run_that_logged_no_model(workdir):
+    done = run_dlrun("train", "data=iris", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                     "tracking.log_model=false", cwd=workdir)
+    run_id = done.stdout.strip().splitlines()[-1].removeprefix("run_id: ")
+    np.save(workdir / "x.npy", load_iris().data.astype(np.float32))
+    result = runner.invoke(app, ["predict", run_id, "-i", "x.npy", "-o", "never.csv"])
+    assert result.exit_code == 2 and "logged no model" in result.output, result.output
