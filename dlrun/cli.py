@@ -6,6 +6,7 @@ Nothing heavy (torch, Lightning, MLflow) is imported at module level, so that
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import List, Optional
 
@@ -40,12 +41,24 @@ def _options(
     """dlrun: declarative deep-learning experiments. Hydra configs in, MLflow runs out."""
 
 
-def _fail(error: DlrunError) -> None:
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(error.exit_code)
+def command(**settings):
+    """app.command, with any DlrunError printed as one message on stderr and exited with its code."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except DlrunError as error:
+                typer.echo(f"error: {error}", err=True)
+                raise typer.Exit(error.exit_code) from None
+
+        return app.command(**settings)(run)
+
+    return decorate
 
 
-@app.command(context_settings={"ignore_unknown_options": True})
+@command(context_settings={"ignore_unknown_options": True})
 def train(
     overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
     cfg: bool = typer.Option(False, "--cfg", help="Print the composed, resolved config and exit."),
@@ -55,23 +68,20 @@ def train(
     from dlrun.config.compose import compose
     from dlrun.config.validate import validate
 
-    try:
-        run_config = validate(compose(list(overrides or []), config_dir))
-        if cfg:
-            from omegaconf import OmegaConf
+    run_config = validate(compose(list(overrides or []), config_dir))
+    if cfg:
+        from omegaconf import OmegaConf
 
-            typer.echo(OmegaConf.to_yaml(OmegaConf.create(run_config.config)), nl=False)
-            return
-        from dlrun.summary import print_summary
-        from dlrun.train.run import train as run_training
+        typer.echo(OmegaConf.to_yaml(OmegaConf.create(run_config.config)), nl=False)
+        return
+    from dlrun.summary import print_summary
+    from dlrun.train.run import train as run_training
 
-        result = run_training(run_config)
-    except DlrunError as error:
-        _fail(error)
-    print_summary(run_config, result)
+    result = run_training(run_config)
+    print_summary(result)
 
 
-@app.command()
+@command()
 def configs(
     group: Optional[str] = typer.Argument(None, help="A config group, e.g. model. Omit to list all groups."),
     config_dir: Optional[str] = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
@@ -79,13 +89,10 @@ def configs(
     """List the config groups and their options, with one line on each."""
     from dlrun.catalog import list_groups
 
-    try:
-        typer.echo(list_groups(group, config_dir))
-    except DlrunError as error:
-        _fail(error)
+    typer.echo(list_groups(group, config_dir))
 
 
-@app.command()
+@command()
 def runs(
     experiment: str = typer.Option("dlrun", "--experiment", "-e", help="The MLflow experiment."),
     filter_string: str = typer.Option("", "--filter", help="MLflow's filter syntax, e.g. \"params.model = 'cnn'\"."),
@@ -96,13 +103,10 @@ def runs(
     """A table of recent runs: id, status, start, duration, choices, main metrics."""
     from dlrun.lifecycle.runs import runs_table
 
-    try:
-        typer.echo(runs_table(experiment, filter_string, sort, limit, tracking_uri))
-    except DlrunError as error:
-        _fail(error)
+    typer.echo(runs_table(experiment, filter_string, sort, limit, tracking_uri))
 
 
-@app.command(name="eval", context_settings={"ignore_unknown_options": True})
+@command(name="eval", context_settings={"ignore_unknown_options": True})
 def evaluate(
     run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Data overrides (data.path=new.csv) to score other data.",
@@ -112,14 +116,11 @@ def evaluate(
     """Score a run's best checkpoint on its test split, or its model on other data."""
     from dlrun.lifecycle.evaluate import evaluate as run_eval
 
-    try:
-        metrics = run_eval(run_id, list(overrides or []), tracking_uri)
-    except DlrunError as error:
-        _fail(error)
+    metrics = run_eval(run_id, list(overrides or []), tracking_uri)
     typer.echo("  ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items())))
 
 
-@app.command(context_settings={"ignore_unknown_options": True})
+@command(context_settings={"ignore_unknown_options": True})
 def reproduce(
     run_id: str = typer.Argument(..., help="The MLflow run id to train again."),
     overrides: Optional[List[str]] = typer.Argument(None, help="KEY=VALUE changes: a derived run, no equality check.",
@@ -130,17 +131,14 @@ def reproduce(
     """Train a recorded run again from its stored config and compare every final metric."""
     from dlrun.lifecycle.reproduce import reproduce as run_reproduce
 
-    try:
-        outcome = run_reproduce(run_id, list(overrides or []), tracking_uri)
-    except DlrunError as error:
-        _fail(error)
+    outcome = run_reproduce(run_id, list(overrides or []), tracking_uri)
     typer.echo(outcome.report(atol))
     typer.echo(f"run_id: {outcome.new_id}")
     if not outcome.derived and not outcome.matches(atol):
         raise typer.Exit(1)
 
 
-@app.command(context_settings={"ignore_unknown_options": True})
+@command(context_settings={"ignore_unknown_options": True})
 def resume(
     run_id: str = typer.Argument(..., help="The KILLED or FAILED run to continue."),
     overrides: Optional[List[str]] = typer.Argument(None, help="For a FINISHED run: trainer.max_epochs=N trains "
@@ -151,14 +149,11 @@ def resume(
     from dlrun.lifecycle.resume import resume as run_resume
     from dlrun.summary import print_summary
 
-    try:
-        result = run_resume(run_id, list(overrides or []), tracking_uri)
-    except DlrunError as error:
-        _fail(error)
-    print_summary(None, result)
+    result = run_resume(run_id, list(overrides or []), tracking_uri)
+    print_summary(result)
 
 
-@app.command()
+@command()
 def predict(
     run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train."),
     input_path: str = typer.Option(..., "--input", "-i", help="Raw features: a CSV with a header row, or .npy."),
@@ -168,14 +163,11 @@ def predict(
     """Predict with a run's logged model: classes and probabilities, or values."""
     from dlrun.lifecycle.predict import predict as run_predict
 
-    try:
-        rows = run_predict(run_id, input_path, output_path, tracking_uri)
-    except DlrunError as error:
-        _fail(error)
+    rows = run_predict(run_id, input_path, output_path, tracking_uri)
     typer.echo(f"wrote {rows} predictions to {output_path}")
 
 
-@app.command()
+@command()
 def diff(
     run_a: str = typer.Argument(..., help="A run id."),
     run_b: str = typer.Argument(..., help="Another run id."),
@@ -184,13 +176,10 @@ def diff(
     """The config keys and final metrics that differ between two runs."""
     from dlrun.lifecycle.diff import diff_runs
 
-    try:
-        typer.echo(diff_runs(run_a, run_b, tracking_uri))
-    except DlrunError as error:
-        _fail(error)
+    typer.echo(diff_runs(run_a, run_b, tracking_uri))
 
 
-@app.command()
+@command()
 def ui(
     host: str = typer.Option("127.0.0.1", "--host", help="The address to serve on."),
     port: int = typer.Option(5000, "--port", help="The port to serve on."),
@@ -199,10 +188,7 @@ def ui(
     """MLflow's web UI on the store that dlrun train uses from this folder."""
     from dlrun.lifecycle.ui import run_ui
 
-    try:
-        raise typer.Exit(run_ui(host, port, tracking_uri))
-    except DlrunError as error:
-        _fail(error)
+    raise typer.Exit(run_ui(host, port, tracking_uri))
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 
-def print_summary(run_config, result) -> None:
-    choices = " ".join(f"{g}={o}" for g, o in sorted(run_config.choices.items())) if run_config else ""
+def print_summary(result) -> None:
+    choices = " ".join(f"{g}={o}" for g, o in sorted(result.choices.items()))
     lines = [
         "",
         f"dlrun: finished {result.epochs} epoch{'s' if result.epochs != 1 else ''}" + (f" of {choices}" if choices else ""),

@@ -38,6 +38,7 @@ class TrainResult:
     checkpoint_dir: Path
     model_uri: str | None
     data_fingerprint: str
+    choices: dict[str, str]  # group -> option, for the summary
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -111,7 +112,7 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
         model_uri = record.log_model(_serving_model(data, module.net), data.raw_example, _requirements())
     record.end("FINISHED")
     return TrainResult(run_id, record.run_name, record.uri, test_metrics, trainer.current_epoch,
-                       checkpoint_dir, model_uri, data.fingerprint, epoch_logger.history)
+                       checkpoint_dir, model_uri, data.fingerprint, run.choices, epoch_logger.history)
 
 
 def _trainer(pl, run: RunConfig, task: str):
