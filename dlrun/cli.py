@@ -63,11 +63,20 @@ def train(
     overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
     cfg: bool = typer.Option(False, "--cfg", help="Print the composed, resolved config and exit."),
     config_dir: Optional[str] = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
+    multirun: bool = typer.Option(False, "--multirun", "-m", help="A grid sweep: every combination of the listed "
+                                  "values (optim=adam,sgd optim.lr=0.1,0.01), under one parent run."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="With -m: trials at once, each in its own process."),
+    metric: str = typer.Option("val/loss", "--metric", help="With -m: the per-epoch metric that orders the trials."),
 ) -> None:
     """Train the composed model and record the run in MLflow."""
     from dlrun.config.compose import compose
     from dlrun.config.validate import validate
 
+    if multirun:
+        from dlrun.sweep.grid import run_grid
+
+        typer.echo(run_grid(list(overrides or []), config_dir, jobs, metric, typer.echo).summary())
+        return
     run_config = validate(compose(list(overrides or []), config_dir))
     if cfg:
         from omegaconf import OmegaConf
@@ -79,6 +88,30 @@ def train(
 
     result = run_training(run_config)
     print_summary(result)
+
+
+@command(context_settings={"ignore_unknown_options": True})
+def sweep(
+    name_or_path: str = typer.Argument(..., help="A sweep file: a name in ./sweeps or the shipped sweeps, or a path."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Overrides of the base run, after the file's.",
+                                                    show_default=False),
+    storage: Optional[str] = typer.Option(None, "--storage", help="The study's storage: a database URL "
+                                          "(postgresql://...) or a journal file; default: optuna/NAME.journal "
+                                          "beside the tracking store."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="The study; default: the sweep file's name."),
+    worker: bool = typer.Option(False, "--worker", help="Join an existing study and run its trials; create nothing."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", min=1, help="Override the file's n_trials."),
+    n_jobs: Optional[int] = typer.Option(None, "--n-jobs", min=1, help="Override the file's n_jobs."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads per trial process."),
+    config_dir: Optional[str] = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
+) -> None:
+    """Run (or resume, or join) an Optuna study declared in a sweep file."""
+    from dlrun.sweep.spec import find_sweep, load_spec
+    from dlrun.sweep.study import Options, run_study
+
+    spec = load_spec(find_sweep(name_or_path))
+    options = Options(list(overrides or []), config_dir, storage, study_name, worker, n_trials, n_jobs, threads)
+    typer.echo(run_study(spec, options, typer.echo).summary())
 
 
 @command()

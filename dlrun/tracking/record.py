@@ -81,6 +81,13 @@ class RunRecord:
 
     def start(self, name: str, params: dict[str, str], tags: dict[str, str], config_yaml: str,
               overrides: list[str]) -> str:
+        self.create(name, params, tags, source="dlrun train")
+        self.log_text(config_yaml, "config.yaml")
+        self.log_text("\n".join(overrides) + ("\n" if overrides else ""), "overrides.txt")
+        return self.run_id
+
+    def create(self, name: str, params: dict[str, str], tags: dict[str, str], source: str) -> str:
+        """A new RUNNING run with its params and tags; `source` names the dlrun command."""
         from mlflow.entities import Param, RunTag
 
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
@@ -88,9 +95,7 @@ class RunRecord:
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
             self.client.log_batch(self.run_id, params=items[start : start + 100])
-        self.log_text(config_yaml, "config.yaml")
-        self.log_text("\n".join(overrides) + ("\n" if overrides else ""), "overrides.txt")
-        self.client.log_batch(self.run_id, tags=[RunTag("mlflow.source.name", "dlrun train")])
+        self.client.log_batch(self.run_id, tags=[RunTag("mlflow.source.name", source)])
         return self.run_id
 
     def reopen(self, run_id: str) -> str:

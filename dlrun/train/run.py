@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError, DlrunError, TrainingFailed
@@ -40,6 +41,7 @@ class TrainResult:
     data_fingerprint: str
     choices: dict[str, str]  # group -> option, for the summary
     history: list[dict[str, float]] = field(default_factory=list)
+    fit_seconds: float = 0.0  # time in trainer.fit: training and validation, no setup, test or logging
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -47,7 +49,8 @@ class TrainResult:
         return {**(self.history[-1] if self.history else {}), **self.test_metrics}
 
 
-def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resume | None = None) -> TrainResult:
+def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resume | None = None,
+          callbacks: list | None = None, on_start: Callable[[str], None] | None = None) -> TrainResult:
     """Train and test the configured model, recording everything in one MLflow run.
 
     Args:
@@ -55,7 +58,11 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
         extra_tags: more tags for the run (e.g. dlrun.reproduced_from).
         resume: continue from a checkpoint: in the same MLflow run (resume.run_id),
             or in a new one when resume.run_id is None.
+        callbacks: more Lightning callbacks (a sweep's trial reporter).
+        on_start: called with the run id as soon as the MLflow run exists.
     """
+    import time
+
     import pytorch_lightning as pl
 
     from dlrun.tracking.record import RunRecord, tracking_uri
@@ -64,7 +71,7 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
     prepared = prepare(run)
     data, module = prepared.data, prepared.module
 
-    trainer, epoch_logger, interrupt_saver = _trainer(pl, run, data.task)
+    trainer, epoch_logger, interrupt_saver = _trainer(pl, run, data.task, callbacks or [])
     record = RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"])
     if resume is not None and resume.run_id:
         run_id = record.reopen(resume.run_id)
@@ -72,6 +79,8 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
         run_id = record.start(_run_name(run), _params(run), {**_tags(run, data), **(extra_tags or {})},
                               _config_yaml(run), run.overrides)
         record.log_text(_data_info(data), "data.json")
+    if on_start is not None:
+        on_start(run_id)
     checkpoint_dir = Path(run.config["output_dir"]) / run_id / "checkpoints"
     epoch_logger.record = record
     trainer.checkpoint_callback.dirpath = str(checkpoint_dir)
@@ -79,6 +88,7 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
     loaders = make_loaders(run, prepared)
     loaders["train"].position = lambda: _training_position(trainer)
     loaders["train"].current_epoch = lambda: trainer.current_epoch
+    fit_started = time.perf_counter()
     try:
         with _signals_stop(interrupt_saver):
             trainer.fit(module, loaders["train"], loaders["val"], weights_only=True,
@@ -99,6 +109,7 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
         record.end("FAILED")
         raise
 
+    fit_seconds = time.perf_counter() - fit_started
     best = trainer.checkpoint_callback.best_model_path or None
     (test_metrics,) = trainer.test(module, loaders["test"], ckpt_path=best, verbose=False, weights_only=True)
     test_metrics = {k: float(v) for k, v in test_metrics.items()}
@@ -112,10 +123,10 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
         model_uri = record.log_model(_serving_model(data, module.net), data.raw_example, _requirements())
     record.end("FINISHED")
     return TrainResult(run_id, record.run_name, record.uri, test_metrics, trainer.current_epoch,
-                       checkpoint_dir, model_uri, data.fingerprint, run.choices, epoch_logger.history)
+                       checkpoint_dir, model_uri, data.fingerprint, run.choices, epoch_logger.history, fit_seconds)
 
 
-def _trainer(pl, run: RunConfig, task: str):
+def _trainer(pl, run: RunConfig, task: str, extra_callbacks: list):
     """The Lightning Trainer, built before the MLflow run so that a bad trainer option
     (an accelerator this machine lacks, an unknown precision) leaves no run behind.
     Its checkpoint folder is set once the run id is known."""
@@ -129,7 +140,7 @@ def _trainer(pl, run: RunConfig, task: str):
     checkpoints = ModelCheckpoint(
         filename="best", monitor="val/loss", mode="min", save_top_k=1, save_last=True, enable_version_counter=False,
     )
-    callbacks = [epoch_logger, checkpoints, interrupt_saver, RandomState()]
+    callbacks = [epoch_logger, checkpoints, interrupt_saver, RandomState(), *extra_callbacks]
     early_stopping = _early_stopping(run.trainer.get("early_stopping"), task)
     if early_stopping is not None:
         callbacks.append(early_stopping)

@@ -1,0 +1,1 @@
+"""Sweeps: grids (dlrun train -m) and Optuna studies (dlrun sweep)."""

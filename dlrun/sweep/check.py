@@ -1,0 +1,72 @@
+"""Check a sweep against the config tree before its first trial.
+
+Every searched key and every value that stands for its range (each choice, both ends of
+a range) is composed and validated with the base run; the base run's data are loaded
+once, so that the metric can be checked against the task. A bad sweep is a ConfigError
+(exit 2) and nothing reaches MLflow or the study's storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlrun.config.validate import RunConfig
+from dlrun.errors import ConfigError, DlrunError, did_you_mean
+from dlrun.sweep.space import Param
+
+
+def epoch_metrics(task: str) -> list[str]:
+    """The metrics every epoch reports, which a trial can be judged and pruned by."""
+    return ["val/loss", "val/acc" if task == "classification" else "val/mae", "train/loss"]
+
+
+def direction_for(metric: str) -> str:
+    return "maximize" if metric.endswith("acc") else "minimize"
+
+
+@dataclass(frozen=True)
+class CheckedBase:
+    """The base run of a sweep, validated, and what its data told."""
+
+    run: RunConfig
+    task: str
+    metric: str
+    direction: str
+
+
+def check_base(overrides: list[str], config_dir: str | Path | None, metric: str, direction: str | None,
+               where: str) -> CheckedBase:
+    """Compose, validate and prepare the base run once; check the metric against its task."""
+    run = compose_run(overrides, config_dir, where)
+    from dlrun.train.setup import prepare
+
+    try:
+        task = prepare(run).data.task
+    except DlrunError as error:
+        raise ConfigError(f"{where}: the base run ({' '.join(overrides) or 'the defaults'}) does not work: {error}") from None
+    known = epoch_metrics(task)
+    if metric.startswith("test/"):
+        raise ConfigError(f"{where}: metric {metric} would tune on the test split, which must stay unseen. "
+                          f"Tune on one of: {', '.join(known)}.")
+    if metric not in known:
+        raise ConfigError(f"{where}: metric '{metric}' is not reported each epoch for a {task} task."
+                          f"{did_you_mean(metric, known)} Metrics: {', '.join(known)}.")
+    return CheckedBase(run, task, metric, direction or direction_for(metric))
+
+
+def check_params(params: list[Param], base_overrides: list[str], config_dir: str | Path | None, where: str) -> None:
+    """Each value that stands for a param's range must compose and validate with the base run."""
+    for param in params:
+        for value in param.probes():
+            compose_run(base_overrides + [param.override(value)], config_dir, f"{where}, params.{param.key}")
+
+
+def compose_run(overrides: list[str], config_dir: str | Path | None, where: str) -> RunConfig:
+    from dlrun.config.compose import compose
+    from dlrun.config.validate import validate
+
+    try:
+        return validate(compose(overrides, config_dir))
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None

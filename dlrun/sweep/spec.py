@@ -1,0 +1,149 @@
+"""A sweep file: found by name or path, read safely, every key checked. No Optuna, no torch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlrun.errors import ConfigError, did_you_mean, unknown_name_message
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+# Shipped sweep files: dlrun/sweeps in an installed package, the top-level sweeps/ in a checkout.
+PACKAGE_SWEEPS = next((p for p in (_PACKAGE_DIR / "sweeps", _PACKAGE_DIR.parent / "sweeps") if p.is_dir()),
+                      _PACKAGE_DIR / "sweeps")
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+PRUNERS = ("none", "median", "hyperband")
+DIRECTIONS = ("minimize", "maximize")
+KEYS = {
+    "overrides": "the base run's overrides, a list",
+    "metric": "the per-epoch metric to optimize, e.g. val/acc",
+    "direction": "minimize or maximize",
+    "n_trials": "how many trials the study runs in all",
+    "sampler": f"one of {', '.join(SAMPLERS)}, or {{name: ..., option: value}}",
+    "pruner": f"one of {', '.join(PRUNERS)}, or {{name: ..., option: value}}",
+    "n_jobs": "trials at once, each in its own process",
+    "seed": "the sampler's seed",
+    "params": "{key: Hydra sweep expression}",
+}
+
+
+@dataclass(frozen=True)
+class Named:
+    """A sampler or pruner: its name and the options given to its Optuna constructor."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    path: Path
+    text: str  # the file as written, logged with the parent run
+    overrides: list[str]
+    metric: str
+    direction: str | None  # None: from the metric (acc: maximize, else minimize)
+    n_trials: int
+    sampler: Named
+    pruner: Named
+    n_jobs: int
+    seed: int
+    params: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def fingerprint(self, extra_overrides: list[str]) -> str:
+        """What makes two sweeps the same study: all but n_trials and n_jobs, which may change on resume."""
+        same = {"overrides": self.overrides + list(extra_overrides), "metric": self.metric,
+                "direction": self.direction, "sampler": [self.sampler.name, self.sampler.options],
+                "pruner": [self.pruner.name, self.pruner.options], "params": self.params}
+        return hashlib.sha256(json.dumps(same, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def find_sweep(name_or_path: str) -> Path:
+    """A sweep file by path, else by name in ./sweeps, else among the shipped sweeps."""
+    given = Path(name_or_path)
+    if given.suffix in (".yaml", ".yml") or given.is_file():
+        if not given.is_file():
+            raise ConfigError(f"no sweep file at '{name_or_path}'.")
+        return given.resolve()
+    for folder in (Path.cwd() / "sweeps", PACKAGE_SWEEPS):
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(unknown_name_message("sweep", name_or_path, sorted(available_sweeps()),
+                                           where="./sweeps and the shipped sweeps")
+                      + " Or give the path of a YAML file.")
+
+
+def available_sweeps() -> dict[str, Path]:
+    """Sweep names and their files; ./sweeps shadows the shipped ones."""
+    found: dict[str, Path] = {}
+    for folder in (Path.cwd() / "sweeps", PACKAGE_SWEEPS):
+        if folder.is_dir():
+            for file in sorted(folder.glob("*.yaml")):
+                found.setdefault(file.stem, file)
+    return found
+
+
+def load_spec(path: Path) -> SweepSpec:
+    """Read and check a sweep file's keys and types (the config tree is checked later, in check.py)."""
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a sweep file is a mapping with keys {', '.join(KEYS)}.")
+    for key in raw:
+        if key not in KEYS:
+            raise ConfigError(f"{path}: unknown key '{key}'.{did_you_mean(str(key), KEYS)} "
+                              f"Keys: {', '.join(f'{k} ({v})' for k, v in KEYS.items())}.")
+    where = str(path)
+    params = raw.get("params")
+    if not isinstance(params, dict) or not params:
+        raise ConfigError(f"{where}: 'params' must map each searched key to a sweep expression, "
+                          "e.g. params: {optim.lr: 'tag(log, interval(1e-4, 1e-1))'}.")
+    overrides = raw.get("overrides") or []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"{where}: 'overrides' must be a list of override strings, e.g. [data=digits, model=cnn].")
+    metric = raw.get("metric", "val/loss")
+    if not isinstance(metric, str):
+        raise ConfigError(f"{where}: 'metric' must be a metric name such as val/acc, not {metric!r}.")
+    direction = raw.get("direction")
+    if direction is not None and direction not in DIRECTIONS:
+        raise ConfigError(f"{where}: direction '{direction}' is neither minimize nor maximize.")
+    return SweepSpec(
+        path=path, text=text, overrides=overrides, metric=metric, direction=direction,
+        n_trials=_positive_int(raw.get("n_trials", 10), "n_trials", where),
+        sampler=_named(raw.get("sampler", "tpe"), "sampler", SAMPLERS, where),
+        pruner=_named(raw.get("pruner", "none"), "pruner", PRUNERS, where),
+        n_jobs=_positive_int(raw.get("n_jobs", 1), "n_jobs", where),
+        seed=_positive_int(raw.get("seed", 0), "seed", where, minimum=0),
+        params={str(k): v for k, v in params.items()},
+    )
+
+
+def _positive_int(value: Any, key: str, where: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: '{key}' must be a whole number of at least {minimum}, not {value!r}.")
+    return value
+
+
+def _named(value: Any, key: str, names: tuple[str, ...], where: str) -> Named:
+    options: dict[str, Any] = {}
+    if isinstance(value, dict):
+        options = {str(k): v for k, v in value.items() if k != "name"}
+        value = value.get("name")
+    if value is None and key == "pruner":
+        value = "none"
+    if not isinstance(value, str) or value not in names:
+        raise ConfigError(unknown_name_message(key, str(value), names, where=where))
+    return Named(value, options)
