@@ -108,7 +108,7 @@ def history_figure(rows: list[TrialRow], metric: str, direction: str):
 def importance_figure(importances: dict[str, float]):
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6, 0.5 + 0.4 * len(importances)), dpi=100)
+    figure = Figure(figsize=(6, max(2.5, 1.0 + 0.4 * len(importances))), dpi=100)
     axes = figure.subplots()
     names = list(importances)[::-1]
     axes.barh(names, [importances[n] for n in names])

@@ -63,8 +63,8 @@ def run_study(spec: SweepSpec, options: Options, echo: Callable[[str], None]) ->
     if options.threads:
         set_threads(options.threads)
     jobs = 1 if options.worker else (options.n_jobs or spec.n_jobs)
-    done = {r.number for r in budget.rows_of(session.study) if r.state not in ("running", "waiting")}
-    echo(f"dlrun: study '{session.name}' in {session.storage_url}: {len(done)} trials done, "
+    done = sum(budget.counts(t) and t.state.is_finished() for t in session.study.get_trials(deepcopy=False))
+    echo(f"dlrun: study '{session.name}' in {session.storage_url}: {done} trials done, "
          f"budget {session.n_trials}, {jobs} process{'es' if jobs > 1 else ''}; parent run {session.parent_run_id}")
     from dlrun.sweep.parent import SweepParent
     from dlrun.train.run import Interrupted
@@ -167,11 +167,24 @@ def make_sampler(spec: SweepSpec, params: list, seed: int | None):
     import optuna
 
     kinds = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-             "cmaes": optuna.samplers.CmaEsSampler, "grid": optuna.samplers.GridSampler}
+             "cmaes": optuna.samplers.CmaEsSampler, "grid": _grid_sampler()}
     options = dict(spec.sampler.options)
     if spec.sampler.name == "grid":
         options["search_space"] = {p.name: p.grid_values() for p in params}
     return _construct(kinds[spec.sampler.name], {**options, "seed": seed}, f"{spec.path}, sampler")
+
+
+def _grid_sampler():
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid, minus its Study.stop() once every point was tried: that works only inside
+        Study.optimize, and dlrun's own budget (n_trials = the grid's size) ends the study."""
+
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return GridSampler
 
 
 def make_pruner(spec: SweepSpec, max_epochs: int):
