@@ -33,3 +33,17 @@ def test_wheel_install_works_outside_the_repository(tmp_path):
     listing = subprocess.run([str(venv / "bin" / "dlrun"), "configs", "data"], cwd=elsewhere,
                              capture_output=True, text=True)
     assert "digits" in listing.stdout and "diabetes" in listing.stdout
+
+
+def test_the_wheel_holds_every_module_and_the_shipped_files(tmp_path):
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(REPO),
+                    "-w", str(tmp_path)], check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {str(p.relative_to(REPO)) for p in (REPO / "dlrun").rglob("*.py")}
+    assert modules <= names, sorted(modules - names)
+    shipped = {f"dlrun/sweeps/{p.name}" for p in (REPO / "sweeps").glob("*.yaml")}
+    shipped |= {f"dlrun/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
+    assert shipped and shipped <= names, sorted(shipped - names)

@@ -55,11 +55,46 @@ def check_base(overrides: list[str], config_dir: str | Path | None, metric: str,
     return CheckedBase(run, task, metric, direction or direction_for(metric))
 
 
-def check_params(params: list[Param], base_overrides: list[str], config_dir: str | Path | None, where: str) -> None:
-    """Each value that stands for a param's range must compose and validate with the base run."""
+def check_params(params: list[Param], base_overrides: list[str], config_dir: str | Path | None, where: str,
+                 metric: str) -> None:
+    """Each value that stands for a param's range must compose and validate with the base run;
+    where a param changes the data, the metric must fit each data set's task."""
     for param in params:
-        for value in param.probes():
-            compose_run(base_overrides + [param.override(value)], config_dir, f"{where}, params.{param.key}")
+        place = f"{where}, params.{param.key}"
+        runs = []
+        for index, value in enumerate(param.probes()):
+            try:
+                runs.append(compose_run(base_overrides + [param.override(value)], config_dir, place))
+            except ConfigError as error:
+                if param.kind == "float" and index == 2:  # both ends passed: the key wants whole numbers
+                    low, high = f"{param.low:g}", f"{param.high:g}"
+                    raise ConfigError(f"{error} interval() draws any real number, such as {value:.4g}; for whole "
+                                      f"numbers write tag(int, interval({low}, {high})) or range({low}, "
+                                      f"{param.high + 1:g}).") from None
+                raise
+        if param.name == "data" or param.name.startswith("data."):
+            check_metric_fits(runs, metric, place)
+
+
+def check_metric_fits(runs: list[RunConfig], metric: str, where: str) -> None:
+    """The metric must be reported for the task of every data set among runs (each loaded once)."""
+    import json
+
+    from dlrun.data.prepare import load_data
+
+    seen = set()
+    for run in runs:
+        key = json.dumps(run.data, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            task = load_data(run.data, run.seed).task
+        except DlrunError as error:
+            raise ConfigError(f"{where}: data.name={run.data.get('name')} does not load: {error}") from None
+        if metric not in epoch_metrics(task):
+            raise ConfigError(f"{where}: data.name={run.data.get('name')} is a {task} task, which does not report "
+                              f"{metric}. Choose a metric every trial reports, e.g. val/loss.")
 
 
 def compose_run(overrides: list[str], config_dir: str | Path | None, where: str) -> RunConfig:

@@ -40,7 +40,7 @@ def run_grid(overrides: list[str], config_dir: str | None, jobs: int, metric: st
              echo: Callable[[str], None]) -> SweepResult:
     """Run every combination of `overrides`; the result holds every trial, failed ones included."""
     from dlrun.config.paths import config_roots, group_options
-    from dlrun.sweep.check import check_base, compose_run
+    from dlrun.sweep.check import check_base, check_metric_fits, compose_run
     from dlrun.sweep.parent import SweepParent
     from dlrun.sweep.space import grid, parse
     from dlrun.tracking.record import tracking_uri
@@ -48,9 +48,9 @@ def run_grid(overrides: list[str], config_dir: str | None, jobs: int, metric: st
     combinations = grid(overrides, group_options(config_roots(config_dir)))
     varying = {o.input_line for o in parse(overrides, "override") if o.is_sweep_override()}
     base = [o for o in overrides if o not in varying]
-    for number, combination in enumerate(combinations):
-        compose_run(combination, config_dir, f"trial {number} ({' '.join(combination)})")
+    runs = [compose_run(c, config_dir, f"trial {n} ({' '.join(c)})") for n, c in enumerate(combinations)]
     checked = check_base(combinations[0], config_dir, metric, None, "dlrun train -m")
+    check_metric_fits(runs, metric, f"dlrun train -m --metric {metric}")
     uri = tracking_uri(checked.run.tracking["uri"])
     own = [[v for v in combination if v not in base] for combination in combinations]
 

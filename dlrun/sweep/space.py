@@ -32,8 +32,13 @@ class Param:
         return self.key.lstrip("+~")
 
     def probes(self) -> list[Any]:
-        """The values that stand for the whole space when checking it: each choice, or both ends."""
-        return list(self.choices) if self.kind == "categorical" else [self.low, self.high]
+        """The values that stand for the whole space when checking it: each choice, or both ends
+        (and, for a float range, a value between them that no integer key accepts)."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.kind == "float":
+            return [self.low, self.high, self.low + (self.high - self.low) * 0.3719]
+        return [self.low, self.high]
 
     def grid_values(self) -> list[Any] | None:
         """Every value, for a grid sampler; None for a continuous range."""
@@ -82,7 +87,9 @@ def grid(overrides: list[str], groups: dict[str, Any]) -> list[list[str]]:
         groups: the config groups and their options, for glob().
     """
     axes = []
-    for override in parse(overrides, "override"):
+    parsed = parse(overrides, "override")
+    _refuse_repeated_keys(parsed)
+    for override in parsed:
         key = override.get_key_element()
         if not override.is_sweep_override():
             axes.append([override.input_line])
@@ -90,6 +97,16 @@ def grid(overrides: list[str], groups: dict[str, Any]) -> list[list[str]]:
         values = _listed_values(override, groups, f"override {override.input_line}")
         axes.append([f"{key}={v}" for v in values])
     return [list(combination) for combination in itertools.product(*axes)]
+
+
+def _refuse_repeated_keys(parsed) -> None:
+    seen: dict[str, str] = {}
+    for override in parsed:
+        key = override.key_or_group
+        if key in seen:
+            raise ConfigError(f"'{key}' is set twice ({seen[key]} and {override.input_line}); the later would "
+                              "silently win in every trial. List all its values in one override: KEY=a,b,c.")
+        seen[key] = override.input_line
 
 
 def search_space(params: dict[str, Any], groups: dict[str, Any], where: str) -> tuple[list[Param], list[str]]:
@@ -102,6 +119,8 @@ def search_space(params: dict[str, Any], groups: dict[str, Any], where: str) -> 
     """
     searched, fixed = [], []
     for key, expression in params.items():
+        if isinstance(expression, list):  # [adam, sgd] reads as choice(adam, sgd)
+            expression = f"choice({', '.join(format_value(v) for v in expression)})" if expression else "choice()"
         text = expression if isinstance(expression, str) else format_value(expression)
         (override,) = parse([f"{key}={text}"], f"{where}, params.{key}")
         place = f"{where}, params.{key}"
@@ -134,7 +153,7 @@ def _param(override, groups, place: str) -> Param:
             values = list(range(value.start, value.stop, value.step))
             if not values:
                 raise ConfigError(f"{place}: {override.input_line.split('=', 1)[1]} holds no value.")
-            return Param(key, "int", low=values[0], high=values[-1], step=value.step, log="log" in value.tags)
+            return Param(key, "int", low=min(values), high=max(values), step=abs(value.step), log="log" in value.tags)
     values = _listed_values(override, groups, place)
     parsed = [_typed(v) for v in values]
     if len(set(map(repr, parsed))) != len(parsed):

@@ -95,7 +95,10 @@ def load_spec(path: Path) -> SweepSpec:
     """Read and check a sweep file's keys and types (the config tree is checked later, in check.py)."""
     import yaml
 
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the sweep file: {error}. Save it as UTF-8 text.") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -144,6 +147,8 @@ def _named(value: Any, key: str, names: tuple[str, ...], where: str) -> Named:
         value = value.get("name")
     if value is None and key == "pruner":
         value = "none"
+    if value is None:
+        raise ConfigError(f"{where}: '{key}' needs a name, e.g. {key}: {{name: {names[0]}}}. Names: {', '.join(names)}.")
     if not isinstance(value, str) or value not in names:
         raise ConfigError(unknown_name_message(key, str(value), names, where=where))
     return Named(value, options)

@@ -169,6 +169,8 @@ def make_sampler(spec: SweepSpec, params: list, seed: int | None):
     kinds = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
              "cmaes": optuna.samplers.CmaEsSampler, "grid": _grid_sampler()}
     options = dict(spec.sampler.options)
+    if "seed" in options:
+        raise ConfigError(f"{spec.path}, sampler: the seed is the file's top-level 'seed' key, not a sampler option.")
     if spec.sampler.name == "grid":
         options["search_space"] = {p.name: p.grid_values() for p in params}
     return _construct(kinds[spec.sampler.name], {**options, "seed": seed}, f"{spec.path}, sampler")
@@ -224,9 +226,11 @@ def _open(spec: SweepSpec, options: Options) -> _Study:
 
     where = str(spec.path)
     params, fixed = search_space(spec.params, group_options(config_roots(options.config_dir)), where)
-    base = spec.overrides + list(options.overrides) + fixed
-    checked = check_base(base, options.config_dir, spec.metric, spec.direction, where)
-    check_params(params, base, options.config_dir, where)
+    _refuse_searched_overrides(options.overrides, params, where)
+    base = spec.overrides + fixed + list(options.overrides)  # the command line has the last word
+    base_where = f"{where} with the command line's overrides" if options.overrides else where
+    checked = check_base(base, options.config_dir, spec.metric, spec.direction, base_where)
+    check_params(params, base, options.config_dir, where, checked.metric)
     _check_distributions(params, where)
     n_trials = options.n_trials or spec.n_trials
     if spec.sampler.name == "grid":
@@ -235,7 +239,7 @@ def _open(spec: SweepSpec, options: Options) -> _Study:
         for p in params:
             size *= len(p.grid_values())
         n_trials = min(n_trials, size)
-    make_sampler(spec, params, spec.seed)  # bad sampler options are a ConfigError before any storage exists
+    _dry_run(spec, params, checked.run.trainer["max_epochs"])
     pruner = make_pruner(spec, checked.run.trainer["max_epochs"])
     store_uri = tracking_uri(checked.run.tracking["uri"])
     name = options.study_name or spec.name
@@ -317,6 +321,43 @@ def _create_or_join(name: str, storage_url: str, direction: str, pruner, worker:
                               f"{', '.join(names) or 'none'}). Start it without --worker first.") from None
     return optuna.create_study(study_name=name, storage=storage, direction=direction, pruner=pruner,
                                load_if_exists=True)
+
+
+def _dry_run(spec: SweepSpec, params: list, max_epochs: int) -> None:
+    """Draw, report and prune a few trials in memory: Optuna checks option types only when used,
+    and a bad one must be a ConfigError now, not a crash in the first trial."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for part, named, sampler, pruner in (
+        ("sampler", spec.sampler, make_sampler(spec, params, spec.seed), optuna.pruners.NopPruner()),
+        ("pruner", spec.pruner, optuna.samplers.RandomSampler(seed=0), make_pruner(spec, max_epochs)),
+    ):
+        study = optuna.create_study(sampler=sampler, pruner=pruner)
+        try:
+            for _ in range(3):
+                trial = study.ask()
+                for param in params:
+                    suggest(trial, param)
+                for epoch in range(3):
+                    trial.report(0.5, epoch)
+                    trial.should_prune()
+                study.tell(trial, 0.5)
+        except Exception as error:  # Optuna raises TypeError, ValueError and others for bad options
+            given = ", ".join(f"{k}={v!r}" for k, v in named.options.items()) or "none"
+            raise ConfigError(f"{spec.path}, {part}: {named.name} does not work with the options given "
+                              f"({given}): {type(error).__name__}: {error}") from None
+
+
+def _refuse_searched_overrides(overrides: list[str], params: list, where: str) -> None:
+    from dlrun.sweep.space import parse
+
+    searched = {p.name for p in params}
+    for override in parse(list(overrides), "command-line override"):
+        if override.key_or_group in searched:
+            raise ConfigError(f"{override.input_line}: {override.key_or_group} is searched by {where} (params), "
+                              "so a command-line value would be overridden in every trial. Drop it, or fix it in "
+                              "the file's params.")
 
 
 def _check_distributions(params: list, where: str) -> None:

@@ -126,7 +126,7 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
                        checkpoint_dir, model_uri, data.fingerprint, run.choices, epoch_logger.history, fit_seconds)
 
 
-def _trainer(pl, run: RunConfig, task: str, extra_callbacks: list):
+def _trainer(pl, run: RunConfig, task: str, extra_callbacks: list | None = None):
     """The Lightning Trainer, built before the MLflow run so that a bad trainer option
     (an accelerator this machine lacks, an unknown precision) leaves no run behind.
     Its checkpoint folder is set once the run id is known."""
@@ -140,7 +140,7 @@ def _trainer(pl, run: RunConfig, task: str, extra_callbacks: list):
     checkpoints = ModelCheckpoint(
         filename="best", monitor="val/loss", mode="min", save_top_k=1, save_last=True, enable_version_counter=False,
     )
-    callbacks = [epoch_logger, checkpoints, interrupt_saver, RandomState(), *extra_callbacks]
+    callbacks = [epoch_logger, checkpoints, interrupt_saver, RandomState(), *(extra_callbacks or [])]
     early_stopping = _early_stopping(run.trainer.get("early_stopping"), task)
     if early_stopping is not None:
         callbacks.append(early_stopping)

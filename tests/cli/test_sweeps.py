@@ -264,3 +264,53 @@ def test_a_changed_sweep_file_does_not_resume_the_old_study(workdir):
     assert result.returncode == 2
     assert "was made from a different sweep" in result.stderr and "--study-name" in result.stderr
     assert run_dlrun("sweep", "changed.yaml", "--study-name", "changed2", cwd=workdir).returncode == 0
+
+
+def wait_for_training_trial(folder: Path, name: str, process: subprocess.Popen) -> None:
+    """Until a trial of the study has its MLflow run (it is training)."""
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if (folder / "optuna" / f"{name}.journal").exists():
+            trials = open_study(folder, name).trials
+            if any(t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs for t in trials):
+                return
+        time.sleep(0.2)
+    pytest.fail("no trial started training")
+
+
+def test_ctrl_c_stops_the_study_with_the_trial_killed_and_the_next_run_resumes(workdir):
+    write_sweep(workdir, "stop", STUDY.format(epochs=400, n_trials=2, sampler="random", pruner="none",
+                                              params="  optim.lr: tag(log, interval(1e-3, 1e-1))"))
+    process = subprocess.Popen([*dlrun_command(), "sweep", "stop.yaml"], cwd=workdir,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_training_trial(workdir, "stop", process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, out + err
+    assert "Run the same command again to resume it" in err and "Traceback" not in err
+    (interrupted,) = open_study(workdir, "stop").trials
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs["dlrun_state"] == "interrupted"
+    client, runs = mlflow_runs(workdir / "mlflow.db")
+    assert client.get_run(interrupted.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    (parent,) = parents(runs)
+    assert parent.info.status == "KILLED"
+
+    # Resume with a budget of one trial: the interrupted trial does not count, so one more runs.
+    short = run_dlrun("sweep", "stop.yaml", "--n-trials", "1", cwd=workdir)
+    assert short.returncode == 0, short.stderr
+    trials = open_study(workdir, "stop").trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]  # the interrupted trial's budget re-spent
+    _, runs = mlflow_runs(workdir / "mlflow.db")
+    assert parents(runs)[0].info.status == "FINISHED"
+
+
+def test_a_database_storage_holds_the_study(workdir):
+    write_sweep(workdir, "rdb", STUDY.format(epochs=2, n_trials=2, sampler="tpe", pruner="none",
+                                             params="  model.width: choice(8, 16)"))
+    result = run_dlrun("sweep", "rdb.yaml", "--storage", "sqlite:///study.db", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert not (workdir / "optuna").exists()
+    import optuna
+
+    study = optuna.load_study(study_name="rdb", storage="sqlite:///study.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
