@@ -98,7 +98,7 @@ def _run_in_pool(jobs_args: list[tuple], jobs: int, finished: Callable[[int, Tri
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=set_threads, initargs=(threads,))
+                               initializer=_start_trial_process, initargs=(threads,))
     try:
         futures = {pool.submit(run_trial, *args): number for number, args in enumerate(jobs_args)}
         for future in as_completed(futures):
@@ -113,6 +113,13 @@ def _run_in_pool(jobs_args: list[tuple], jobs: int, finished: Callable[[int, Tri
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def _start_trial_process(threads: int) -> None:
+    # A process group of its own: a Ctrl-C in the terminal reaches the grid's process only, which
+    # forwards one SIGTERM (a second signal would stop a trial at once, without its checkpoint).
+    os.setpgrp()
+    set_threads(threads)
 
 
 def set_threads(threads: int) -> None:

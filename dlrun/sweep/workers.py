@@ -29,7 +29,9 @@ def run_workers(session, jobs: int, echo: Callable[[str], None], on_row: Callabl
     processes = []
     for index in range(jobs):
         with open(logs / f"worker-{index}.log", "ab") as log:
-            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+            # Their own session: a Ctrl-C in the terminal reaches this process only, which then
+            # forwards one SIGTERM (a second signal would stop a trial at once, without its checkpoint).
+            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     echo(f"dlrun: {jobs} worker processes, {threads} torch thread{'s' if threads > 1 else ''} each; logs in {logs}")
     seen = {r.number for r in budget.rows_of(session.study) if r.state not in ("running", "waiting")}
     try:
