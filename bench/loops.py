@@ -14,9 +14,9 @@ dlrun's own `prepare(run)` with the same seed, so the three loops train the same
 
 Every loop records, per epoch, three timestamps: the epoch's start, the end of its last
 training batch (after the optimizer step) and the end of its validation and epoch-end work.
-From them: `train` (training batches only), `val` (validation plus epoch-end work: metric
-logging, checkpoints) and `epoch` (start of this epoch to start of the next, or to the end
-of the epoch for the last one: everything the loop does per epoch).
+From them: `train` (training batches only), `epoch` (start of this epoch to start of the next,
+or to the end of training for the last one: everything the loop does per epoch) and `rest`
+(epoch - train: validation, and the epoch's end: metric logging, checkpoints, loop bookkeeping).
 """
 
 from __future__ import annotations
@@ -74,12 +74,14 @@ class Epochs:
         self.last_batch_end: float | None = None
         self.rss_at_start: float | None = None  # resident MiB when training starts (after imports and data)
         self.train_rows: int | None = None
+        self.fit_end: float | None = None  # the end of the last epoch's every hook (Lightning's on_train_end)
 
     def table(self) -> list[dict[str, float]]:
         rows = []
         for i, (start, train_end, end) in enumerate(zip(self.starts, self.train_ends, self.ends)):
-            following = self.starts[i + 1] if i + 1 < len(self.starts) else end
-            rows.append({"train": train_end - start, "val": end - train_end, "epoch": following - start})
+            following = self.starts[i + 1] if i + 1 < len(self.starts) else (self.fit_end or end)
+            epoch = following - start
+            rows.append({"train": train_end - start, "rest": epoch - (train_end - start), "epoch": epoch})
         return rows
 
 
@@ -115,6 +117,10 @@ def timer_callback(epochs: Epochs, device: str = "cpu", tracking: "Tracking | No
                 now = time.perf_counter()
                 epochs.last_batch_end = now
                 epochs.train_ends.append(now)
+
+        def on_train_end(self, trainer, module):
+            _sync(device)
+            epochs.fit_end = time.perf_counter()
 
         def on_train_epoch_end(self, trainer, module):
             # Runs after the epoch's validation and after the callbacks listed before it
@@ -305,6 +311,8 @@ class Attribution:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
         self.epochs = 0
+        self.first_start: float | None = None  # the first measured epoch's start
+        self.span = 0.0  # from there to the end of training (every hook of the last epoch included)
 
     def timed(self, label: str, function):
         def wrapper(*args, **kwargs):
@@ -340,6 +348,9 @@ class Attribution:
 
     def per_epoch_ms(self) -> dict[str, float]:
         return {k: 1000 * v / max(self.epochs, 1) for k, v in self.seconds.items()}
+
+    def epoch_ms(self) -> float:
+        return 1000 * self.span / max(self.epochs, 1)
 
 
 HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
@@ -405,9 +416,13 @@ def _install_attribution(attribution: Attribution):
             attribution.active = trainer.current_epoch >= attribution.warmup
             if attribution.active:
                 attribution.epochs += 1
+                if attribution.first_start is None:
+                    attribution.first_start = time.perf_counter()
 
         def on_train_end(self, trainer, module):
             attribution.active = False
+            if attribution.first_start is not None:
+                attribution.span = time.perf_counter() - attribution.first_start
             module.net.__dict__.pop("forward", None)  # the served model is a deep copy of net: keep it plain
 
     return Switch()
@@ -421,6 +436,10 @@ def dlrun_path(run, epochs_count: int, device: str = "cpu", attribute: bool = Fa
 
     assert run.trainer["max_epochs"] == epochs_count, "set trainer.max_epochs in the overrides"
     tracking = Tracking().install()
+    import_started = time.perf_counter()
+    from mlflow.tracking import MlflowClient  # noqa: F401  imported by train() at its first MLflow call
+
+    mlflow_import = time.perf_counter() - import_started
     epochs = Epochs()
     callbacks = [timer_callback(epochs, device, tracking)]
     attribution = None
@@ -439,9 +458,102 @@ def dlrun_path(run, epochs_count: int, device: str = "cpu", attribute: bool = Fa
         "tracking_seconds": tracking.seconds, "tracking_calls": tracking.calls,
         "mlflow_seconds": tracking.outer,  # every RunRecord call of the run, nested calls once
         "mlflow_fit_seconds": tracking.in_fit,  # those during fit: the per-epoch metrics
+        "mlflow_import_seconds": mlflow_import,  # done here, before train(), so that RunRecord() is the store's opening
         **({"attribution_ms": attribution.per_epoch_ms(), "attribution_calls": attribution.calls,
-            "attributed_epochs": attribution.epochs} if attribution else {}),
+            "attributed_epochs": attribution.epochs, "attributed_epoch_ms": attribution.epoch_ms()}
+           if attribution else {}),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# what-if patches: dlrun's per-epoch path with one suggested change, applied in this process only
+# (nothing under dlrun/ changes), to measure what the change would buy.
+
+
+def _patch_lean_step() -> None:
+    """training_step without the per-step `self.log` and the per-step non-finite check (a sync on a GPU):
+    the loss is summed on the device and logged once, at the epoch's last batch, with the same value
+    Lightning's on_epoch mean gives; the check runs on that sum (per epoch, not per step)."""
+    from dlrun.errors import TrainingFailed
+    from dlrun.train import module as module_file
+
+    def training_step(self, batch, batch_index):
+        x, y = batch
+        loss = self.loss_fn(self.net(x), y)
+        if self._penalized:
+            loss = loss + self.penalty()
+        weighted = loss.detach() * len(x)
+        if batch_index == 0:
+            self._loss_sum, self._loss_rows = weighted, len(x)
+        else:
+            self._loss_sum, self._loss_rows = self._loss_sum + weighted, self._loss_rows + len(x)
+        if batch_index + 1 == self.trainer.num_training_batches:
+            mean = self._loss_sum / self._loss_rows
+            if not module_file.torch.isfinite(mean):
+                raise TrainingFailed(f"the training loss became {mean.item()} in epoch {self.current_epoch}.")
+            self.log("train/loss", mean, on_step=False, on_epoch=True, batch_size=1)
+        return loss
+
+    module_file.DlrunModule.training_step = training_step
+
+
+def _patch_async_mlflow() -> None:
+    """Per-epoch metrics sent with MLflow's asynchronous logging (log_batch(synchronous=False)),
+    flushed before the run ends: the SQLite write leaves the training thread."""
+    from mlflow.entities import Metric
+    from mlflow.utils.time import get_current_time_millis
+
+    from dlrun.tracking import record
+
+    def log_metrics(self, metrics, step):
+        now = get_current_time_millis()
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+                              synchronous=False)
+
+    original_end = record.RunRecord.end
+
+    def end(self, status):
+        import mlflow
+
+        mlflow.flush_async_logging()
+        return original_end(self, status)
+
+    record.RunRecord.log_metrics = log_metrics
+    record.RunRecord.end = end
+
+
+def _patch_checkpoint_at_end() -> None:
+    """ModelCheckpoint writes no file during fit: a new best (or last) state is copied in memory and the
+    files are written once, when training ends (stands for: keep the best weights in memory, write
+    them at the end and on interruption). The copies cost what a real change would cost."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    save, train_end = ModelCheckpoint._save_checkpoint, ModelCheckpoint.on_train_end
+
+    def copy_of(module):
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def deferred(self, trainer, filepath):
+        self.__dict__.setdefault("_bench_pending", {})[filepath] = copy_of(trainer.lightning_module)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+    def on_train_end(self, trainer, module):
+        pending = self.__dict__.pop("_bench_pending", {})
+        if pending:
+            current = copy_of(module)
+            for filepath, state in pending.items():
+                module.load_state_dict(state)
+                save(self, trainer, filepath)
+            module.load_state_dict(current)
+        train_end(self, trainer, module)
+
+    ModelCheckpoint._save_checkpoint = deferred
+    ModelCheckpoint.on_train_end = on_train_end
+
+
+PATCHES = {"lean_step": _patch_lean_step, "async_mlflow": _patch_async_mlflow,
+           "checkpoint_at_end": _patch_checkpoint_at_end}
 
 
 RUNNERS = {"handwritten": handwritten, "lightning": vanilla_lightning, "dlrun": dlrun_path}
@@ -449,10 +561,12 @@ RUNNERS = {"handwritten": handwritten, "lightning": vanilla_lightning, "dlrun": 
 
 def run_loop(loop: str, model_overrides: list[str], epochs_count: int, threads: int, scratch: Path,
              device: str = "cpu", extra: list[str] | None = None, attribute: bool = False,
-             store: str | None = None) -> dict:
+             store: str | None = None, patches: list[str] | None = None) -> dict:
     """One loop in this process (a fresh subprocess per loop, so that peak memory is its own)."""
     import torch
 
+    for name in patches or []:
+        PATCHES[name]()
     torch.set_num_threads(threads)
     scratch.mkdir(parents=True, exist_ok=True)
     os.chdir(scratch)  # MLflow's ./mlruns and anything else relative lands in scratch

@@ -60,16 +60,27 @@ def sizes(quick: bool) -> dict:
         return {"epochs": {"cnn": 3, "mlp": 3}, "repeats": 1, "startup_repeats": 1, "fixed_repeats": 1,
                 "variants": [], "attribute": ["mlp"],
                 "sweep": {"trials": 2, "epochs": 1}, "pruning": {"trials": 3, "epochs": 2},
-                "scaling": {"rows": [1000, 3000], "widths": [16, 32], "width_rows": 1000, "epochs": 2,
+                "scaling": {"rows": [1000, 2000], "widths": [32], "width_rows": 1000, "epochs": 2,
                             "batch_size": 256}}
     return {"epochs": {"cnn": 12, "mlp": 40}, "repeats": 2, "startup_repeats": 5, "fixed_repeats": 2,
-            "variants": [["trainer.enable_progress_bar=false"], ["trainer.deterministic=false"],
-                         ["trainer.enable_progress_bar=false", "trainer.deterministic=false"]],
+            "variants": VARIANTS,
             "attribute": ["cnn", "mlp"],
             "sweep": {"trials": 6, "epochs": 3}, "pruning": {"trials": 20, "epochs": 15},
             "scaling": {"rows": [10_000, 100_000, 1_000_000], "widths": [64, 256, 1024], "width_rows": 20_000,
                         "epochs": 3, "batch_size": 256}}
 
+
+# dlrun's path with one change at a time (trainer overrides, or a what-if patch from bench/loops.py applied
+# in the timed process only), then all of them: what each suggested change to dlrun would buy.
+VARIANTS = [
+    {"name": "trainer.enable_progress_bar=false", "extra": ["trainer.enable_progress_bar=false"]},
+    {"name": "trainer.deterministic=false", "extra": ["trainer.deterministic=false"]},
+    {"name": "lean training_step: train/loss summed, logged and checked once an epoch", "patches": ["lean_step"]},
+    {"name": "per-epoch MLflow metrics asynchronous", "patches": ["async_mlflow"]},
+    {"name": "checkpoints kept in memory, written when fit ends", "patches": ["checkpoint_at_end"]},
+    {"name": "all of the above", "extra": ["trainer.enable_progress_bar=false", "trainer.deterministic=false"],
+     "patches": ["lean_step", "async_mlflow", "checkpoint_at_end"]},
+]
 
 SECTIONS = ("loops", "profile", "startup", "fixed", "sweeps", "pruning", "scaling", "gpu")
 
@@ -117,7 +128,8 @@ def run_worker(spec: dict) -> None:
 
     result = loops.run_loop(spec["loop"], spec["overrides"], spec["epochs"], spec["threads"], Path(spec["scratch"]),
                             device=spec.get("device", "cpu"), extra=spec.get("extra"),
-                            attribute=spec.get("attribute", False), store=spec.get("store"))
+                            attribute=spec.get("attribute", False), store=spec.get("store"),
+                            patches=spec.get("patches"))
     print(MARK + json.dumps(result), flush=True)
 
 
@@ -128,11 +140,11 @@ def median_of(epochs: list[dict], key: str, warmup: int = 1) -> float:
 
 def summarize(results: list[dict]) -> dict:
     """The repeats of one loop: per-epoch medians of each repeat, and the least of them."""
-    per_repeat = [{k: median_of(r["epochs"], k) for k in ("train", "val", "epoch")} for r in results]
-    best = {k: min(p[k] for p in per_repeat) for k in ("train", "val", "epoch")}
+    per_repeat = [{k: median_of(r["epochs"], k) for k in ("train", "rest", "epoch")} for r in results]
+    best = {k: min(p[k] for p in per_repeat) for k in ("train", "rest", "epoch")}
     last = results[-1]
     return {
-        "train_ms": 1000 * best["train"], "val_ms": 1000 * best["val"], "epoch_ms": 1000 * best["epoch"],
+        "train_ms": 1000 * best["train"], "rest_ms": 1000 * best["rest"], "epoch_ms": 1000 * best["epoch"],
         "repeats_ms": [{k: 1000 * v for k, v in p.items()} for p in per_repeat],
         "epochs": len(last["epochs"]), "batch_size": last["batch_size"], "threads": last["threads"],
         "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
@@ -175,19 +187,18 @@ class Bench:
     def prime_store(self) -> None:
         """Create the SQLite store once, in its own process, and time it: a first `dlrun train` in an
         empty folder pays this; every later run opens an existing store. All timed runs share it."""
-        code = ("import time; t = time.perf_counter(); from dlrun.tracking.record import RunRecord; "
-                "i = time.perf_counter(); RunRecord('sqlite:///' + 'mlflow.db', 'dlrun'); "
-                "print(i - t, time.perf_counter() - i)")
         self.store.mkdir(parents=True, exist_ok=True)
-        wall, done = timed_run([sys.executable, "-c", code.replace("'sqlite:///' + 'mlflow.db'",
-                                                                   repr(f"sqlite:///{self.store / 'mlflow.db'}"))],
-                               self.store)
+        uri = f"sqlite:///{self.store / 'mlflow.db'}"
+        code = ("import time; t0 = time.perf_counter(); from mlflow.tracking import MlflowClient; "
+                "t1 = time.perf_counter(); from dlrun.tracking.record import RunRecord; "
+                f"RunRecord({uri!r}, 'dlrun'); print(t1 - t0, time.perf_counter() - t1)")
+        wall, done = timed_run([sys.executable, "-c", code], self.store)
         if done.returncode != 0:
             raise RuntimeError(f"creating the MLflow store failed:\n{done.stderr[-2000:]}")
         imports, create = map(float, done.stdout.split()[-2:])
-        self.results["store"] = {"create_seconds": create, "import_seconds": imports}
-        self.log(f"MLflow store: creating a new SQLite store takes {create:.2f} s (paid once, by the first run "
-                 f"in an empty folder)")
+        self.results["store"] = {"create_seconds": create, "mlflow_import_seconds": imports}
+        self.log(f"MLflow store: creating a new SQLite store takes {create:.2f} s after `import mlflow` "
+                 f"({imports:.2f} s); a first run in an empty folder pays it once")
 
     # -- 1, 2, 3: the loops -------------------------------------------------------------------
 
@@ -208,6 +219,7 @@ class Bench:
                 tracking=_least_tracking(dl),
                 mlflow_seconds=min(r["mlflow_seconds"] for r in dl),
                 mlflow_fit_seconds=min(r["mlflow_fit_seconds"] for r in dl),
+                mlflow_import_seconds=min(r["mlflow_import_seconds"] for r in dl),
                 after_last_batch=min(r["after_last_batch"] for r in dl),
                 first_batch_after_start=min(r["first_batch_after_start"] for r in dl),
             )
@@ -228,19 +240,20 @@ class Bench:
             result = worker(self.spec("dlrun", overrides, epochs, f"profile/{model}", attribute=True), self.scratch)
             out[model] = {"attribution_ms": result["attribution_ms"], "calls": result["attribution_calls"],
                           "attributed_epochs": result["attributed_epochs"],
-                          "epoch_ms": 1000 * statistics.mean(e["epoch"] for e in result["epochs"][1:]),
-                          "train_ms": 1000 * statistics.mean(e["train"] for e in result["epochs"][1:]),
+                          "epoch_ms": result["attributed_epoch_ms"],
                           "variants": {}}
             hand = self.results.get("loops", {}).get(model, {}).get("loops", {}).get("handwritten")
-            for extra in self.size["variants"]:
-                name = " ".join(extra)
+            for number, variant in enumerate(self.size["variants"]):
+                name = variant["name"]
                 self.log(f"  {model}: dlrun with {name}")
-                variant = summarize([worker(self.spec("dlrun", overrides, epochs, f"profile/{model}-{len(out[model]['variants'])}",
-                                                      extra=extra), self.scratch)])
-                entry = {"train_ms": variant["train_ms"], "epoch_ms": variant["epoch_ms"]}
+                timed = summarize([worker(self.spec("dlrun", overrides, epochs, f"profile/{model}-{number}",
+                                                    extra=variant.get("extra"), patches=variant.get("patches")),
+                                          self.scratch)])
+                entry = {"train_ms": timed["train_ms"], "epoch_ms": timed["epoch_ms"],
+                         "extra": variant.get("extra", []), "patches": variant.get("patches", [])}
                 if hand:
-                    entry.update(train_ratio=variant["train_ms"] / hand["train_ms"],
-                                 epoch_ratio=variant["epoch_ms"] / hand["epoch_ms"])
+                    entry.update(train_ratio=timed["train_ms"] / hand["train_ms"],
+                                 epoch_ratio=timed["epoch_ms"] / hand["epoch_ms"])
                 out[model]["variants"][name] = entry
             self.log(report.profile_text(model, out[model], self.results.get("loops", {}).get(model)))
         self.results["profile"] = out
@@ -259,7 +272,8 @@ class Bench:
         }
         out = {}
         for name, command in commands.items():
-            timed_run(command, folder)  # warm the file cache; not counted
+            if not self.quick:
+                timed_run(command, folder)  # warm the file cache; not counted
             walls = []
             for _ in range(self.size["startup_repeats"]):
                 wall, done = timed_run(command, folder)
@@ -435,25 +449,40 @@ def study_summary(journal: Path, name: str) -> dict:
 def fixed_cost_breakdown(marks: dict, spawned: float, exited: float) -> dict:
     """Seconds between the marks of a `dlrun train` child; spawned and exited are the parent's clock."""
     rel = {k: v - spawned for k, v in marks.items()}
-    first, last = rel["first_batch"], rel["last_batch_end"]
-    total = exited - spawned
+    rel["exit"] = exited - spawned
+    first, last, total = rel["first_batch"], rel["last_batch_end"], rel["exit"]
+    chain = [  # (mark, what happened since the previous mark)
+        ("cli_imported", "python start, import dlrun.cli"),
+        ("train_called", "parse, compose, validate (to train())"),
+        ("lightning_imported", "import pytorch_lightning"),
+        ("prepare_start", "(train's own imports)"),
+        ("prepare_end", "data and model (prepare: load, split, scale, build)"),
+        ("store_open_start", "build the Trainer"),
+        ("store_open_end", "import mlflow, open the store (RunRecord())"),
+        ("run_created", "create the run: params, tags, config.yaml"),
+        ("fit_start", "loaders, fit setup (to fit start)"),
+        ("first_batch", "sanity validation (to the first batch)"),
+        ("last_batch_end", "the epoch's training batches"),
+        ("fit_end", "last validation, checkpoints (to fit end)"),
+        ("test_end", "test (best checkpoint)"),
+        ("log_model_start", "plots, checkpoint artifacts (to model logging)"),
+        ("log_model_end", "log the model (mlflow.pytorch.log_model)"),
+        ("summary_printed", "end the run, print the summary"),
+        ("atexit_last", "atexit handlers"),
+        ("exit", "interpreter shutdown"),
+    ]
+    out, previous = {}, 0.0
+    for mark, label in chain:
+        if mark in rel:
+            out[label] = rel[mark] - previous
+            previous = rel[mark]
     return {
         "total_s": total,
         "start_to_first_batch_s": first,
         "last_batch_to_exit_s": total - last,
         "fixed_s": first + (total - last),
-        "steps_s": {
-            "python start, import dlrun.cli": rel["cli_imported"],
-            "parse, compose, validate (to train())": rel["train_called"] - rel["cli_imported"],
-            "data, model, MLflow run, trainer (to fit start)": rel["fit_start"] - rel["train_called"],
-            "fit start, sanity validation (to first batch)": first - rel["fit_start"],
-            "the epoch's training batches": last - first,
-            "last validation, checkpoints (to fit end)": rel["fit_end"] - last,
-            "fit end to test start": rel["test_start"] - rel["fit_end"],
-            "test": rel["test_end"] - rel["test_start"],
-            "plots, checkpoint and model logging (to train() return)": rel["train_returned"] - rel["test_end"],
-            "summary, interpreter exit": total - rel["train_returned"],
-        },
+        "steps_s": out,
+        "marks_s": rel,
     }
 
 
@@ -464,14 +493,32 @@ import json, sys, time
 marks = {"python_started": time.time()}
 out, args = sys.argv[1], sys.argv[2:]
 import atexit
-atexit.register(lambda: open(out, "w").write(json.dumps(marks)))
+atexit.register(lambda: (marks.__setitem__("atexit_last", time.time()), open(out, "w").write(json.dumps(marks))))
 from dlrun.cli import main
 marks["cli_imported"] = time.time()
-import dlrun.train.run as run_module
+
+def marked(owner, name, before, after):
+    original = getattr(owner, name)
+    def wrapper(*a, **k):
+        if before: marks.setdefault(before, time.time())
+        try:
+            return original(*a, **k)
+        finally:
+            if after: marks.setdefault(after, time.time())
+    setattr(owner, name, wrapper)
+
+import dlrun.train.run as run_module, dlrun.train.setup as setup_module, dlrun.tracking.record as record_module
+import dlrun.summary as summary_module
+marked(setup_module, "prepare", "prepare_start", "prepare_end")
+marked(record_module.RunRecord, "__init__", "store_open_start", "store_open_end")
+marked(record_module.RunRecord, "start", None, "run_created")
+marked(record_module.RunRecord, "log_model", "log_model_start", "log_model_end")
+marked(summary_module, "print_summary", None, "summary_printed")
 original = run_module.train
 def train(run, *a, callbacks=None, **k):
     marks["train_called"] = time.time()
     import pytorch_lightning as pl
+    marks["lightning_imported"] = time.time()
     class Marks(pl.Callback):
         def on_fit_start(self, trainer, module): marks["fit_start"] = time.time()
         def on_train_batch_start(self, trainer, module, batch, i): marks.setdefault("first_batch", time.time())

@@ -87,7 +87,8 @@ def train(
     from dlrun.train.run import train as run_training
 
     result = run_training(run_config)
-    print_summary(result)
+    if result.rank == 0:  # under DDP, rank 0 reports for all
+        print_summary(result)
 
 
 @command(context_settings={"ignore_unknown_options": True})

@@ -15,6 +15,9 @@ def print_summary(result) -> None:
         last = result.history[-1]
         lines.append("  last epoch: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(last.items()) if k != "lr"))
     lines.append("  test (best checkpoint by val/loss): " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(result.test_metrics.items())))
+    if getattr(result, "world_size", 1) > 1:
+        lines.append(f"  processes: {result.world_size} (DDP); data.batch_size is per process: "
+                     f"{result.batch_size} each, {result.batch_size * result.world_size} per optimizer step")
     lines.append(f"  checkpoints: {result.checkpoint_dir}")
     lines.append(f"  mlflow: {result.tracking_uri}  run {result.run_name}")
     if result.model_uri:

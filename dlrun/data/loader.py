@@ -39,9 +39,14 @@ class BatchLoader:
         self.resume_at = (-1, 0)  # (epoch, batches to skip in it): a resumed, half-done epoch
         self.position = None  # callable -> (epoch, batches done); set for the training loader
         self.current_epoch = None  # callable -> the trainer's epoch; set for the training loader
+        self.shard = None  # callable -> (rank, world size) under DDP; set for the training loader
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        return self.shard() if self.shard and self.shuffle else (0, 1)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        rank, world = self._rank_and_world()
+        return math.ceil(len(self.x) // world / self.batch_size) if world > 1 else math.ceil(len(self.x) / self.batch_size)
 
     def state_dict(self) -> dict:
         epoch, done = self.position() if self.position else (self.epoch, 0)
@@ -63,11 +68,15 @@ class BatchLoader:
         first = self.resume_at[1] if epoch == self.resume_at[0] else 0
         self.epoch, self.resume_at = epoch + 1, (-1, 0)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self._seed(epoch)))
+        rank, world = self._rank_and_world()
+        if world > 1:  # DDP: each rank its own equal share of the epoch's order (a lockstep needs equal lengths)
+            order = order[rank : n - n % world : world]
         for batch in range(first, len(self)):
             rows = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             inputs = self.x[rows]
             if self.augment is not None:
-                inputs = self.augment(inputs, torch.Generator().manual_seed(self._seed(epoch, batch + 1)))
+                slot = batch * world + rank + 1
+                inputs = self.augment(inputs, torch.Generator().manual_seed(self._seed(epoch, slot)))
             yield inputs, self.y[rows]
 
     def _seed(self, epoch: int, batch: int = 0) -> int:

@@ -59,6 +59,8 @@ def run_trial(overrides: list[str], config_dir: str | Path | None, metric: str, 
         run = compose_run(["trainer.enable_progress_bar=false", *overrides], config_dir, "trial")
         result = train(run, extra_tags=tags, callbacks=[reporter.callback()], on_start=started)
     except Interrupted:
+        if run_id is not None:
+            _tag_state(run_id, "interrupted", store_uri)
         raise
     except DlrunError as error:
         return _failed(run_id, store_uri, str(error))

@@ -32,6 +32,17 @@ class EpochMetricsToMlflow(pl.Callback):
         self.record.log_metrics(metrics, step=trainer.current_epoch)
 
 
+class AgreeToStop(pl.Callback):
+    """Under DDP, a stop asked for on one rank (a sweep's pruner reports on rank 0 only) stops them all.
+
+    Lightning does not share `trainer.should_stop` among ranks; a rank that stops alone leaves
+    the others waiting. Runs after every other callback's epoch end, on every rank."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            trainer.should_stop = bool(trainer.strategy.reduce_boolean_decision(trainer.should_stop, all=False))
+
+
 class StopOnSignal(pl.Callback):
     """Ctrl-C or SIGTERM: finish the current batch, save last.ckpt there, stop.
 
@@ -70,7 +81,10 @@ class StopOnSignal(pl.Callback):
         self._stop_if_requested(trainer, save=not saved)
 
     def _stop_if_requested(self, trainer: pl.Trainer, save: bool = True) -> None:
-        if self.requested and not self.interrupted:
+        requested = self.requested
+        if trainer.world_size > 1:  # every rank stops at the same step, or the others would wait forever
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if requested and not self.interrupted:
             if save:
                 trainer.save_checkpoint(self.path)
             self.interrupted = True

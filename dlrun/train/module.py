@@ -73,14 +73,21 @@ class DlrunModule(pl.LightningModule):
         loss = self.loss_fn(self.net(x), y)
         if self._penalized:
             loss = loss + self.penalty()
-        if not torch.isfinite(loss):
+        if self._not_finite_anywhere(loss):
             raise TrainingFailed(
                 f"the training loss became {loss.item()} at step {self.global_step} "
                 f"(epoch {self.current_epoch}, batch {batch_index}). Try a smaller optim.lr, "
                 "gradient clipping (trainer.gradient_clip_val=1.0), or check the data for extreme values."
             )
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
         return loss
+
+    def _not_finite_anywhere(self, loss: torch.Tensor) -> bool:
+        """A non-finite loss on any rank stops every rank (one rank alone stopping would hang the rest)."""
+        bad = not bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        return bad
 
     def _evaluate(self, batch, stage: str):
         x, y = batch
@@ -92,7 +99,7 @@ class DlrunModule(pl.LightningModule):
             metric.update(predicted, y)
         else:
             metric.update(outputs * self.target_scale, y * self.target_scale)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
         self.log(f"{stage}/{self.metric_name}", metric, on_step=False, on_epoch=True, batch_size=len(x))
 
     def validation_step(self, batch, batch_index):

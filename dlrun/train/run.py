@@ -42,6 +42,9 @@ class TrainResult:
     choices: dict[str, str]  # group -> option, for the summary
     history: list[dict[str, float]] = field(default_factory=list)
     fit_seconds: float = 0.0  # time in trainer.fit: training and validation, no setup, test or logging
+    rank: int = 0  # the global rank of this process; only rank 0 records and reports
+    world_size: int = 1  # processes training together (DDP); data.batch_size is per process
+    batch_size: int = 0  # data.batch_size: per process
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -50,7 +53,8 @@ class TrainResult:
 
 
 def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resume | None = None,
-          callbacks: list | None = None, on_start: Callable[[str], None] | None = None) -> TrainResult:
+          callbacks: list | None = None, on_start: Callable[[str], None] | None = None,
+          rank_run_id: str | None = None) -> TrainResult:
     """Train and test the configured model, recording everything in one MLflow run.
 
     Args:
@@ -60,26 +64,22 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
             or in a new one when resume.run_id is None.
         callbacks: more Lightning callbacks (a sweep's trial reporter).
         on_start: called with the run id as soon as the MLflow run exists.
+        rank_run_id: on a DDP rank other than 0 started by Lightning, rank 0's run id.
     """
-    import time
-
     import pytorch_lightning as pl
 
-    from dlrun.tracking.record import RunRecord, tracking_uri
+    from dlrun.train.distributed import global_rank
     from dlrun.train.setup import make_loaders, prepare
 
+    rank = global_rank()
     prepared = prepare(run)
     data, module = prepared.data, prepared.module
+    if rank:  # the model is built, identical on every rank; dropout and augmentation differ per rank
+        pl.seed_everything(run.seed + rank, verbose=False)
 
     trainer, epoch_logger, interrupt_saver = _trainer(pl, run, data.task, callbacks or [])
-    record = RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"])
-    if resume is not None and resume.run_id:
-        run_id = record.reopen(resume.run_id)
-    else:
-        run_id = record.start(_run_name(run), _params(run), {**_tags(run, data), **(extra_tags or {})},
-                              _config_yaml(run), run.overrides)
-        record.log_text(_data_info(data), "data.json")
-    if on_start is not None:
+    record, run_id = _open_record(run, data, rank, resume, extra_tags, rank_run_id)
+    if on_start is not None and not rank:
         on_start(run_id)
     checkpoint_dir = Path(run.config["output_dir"]) / run_id / "checkpoints"
     epoch_logger.record = record
@@ -88,7 +88,57 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
     loaders = make_loaders(run, prepared)
     loaders["train"].position = lambda: _training_position(trainer)
     loaders["train"].current_epoch = lambda: trainer.current_epoch
-    fit_started = time.perf_counter()
+    loaders["train"].shard = lambda: (trainer.global_rank, trainer.world_size)
+    with _ranks(trainer, run, run_id, resume, checkpoint_dir.parent, rank):
+        fit_seconds = _fit(trainer, module, loaders, resume, record, interrupt_saver)
+        best = trainer.checkpoint_callback.best_model_path or None
+        (test_metrics,) = trainer.test(module, loaders["test"], ckpt_path=best, verbose=False, weights_only=True)
+    test_metrics = {k: float(v) for k, v in test_metrics.items()}
+    world_size = trainer.world_size
+    if rank:
+        return TrainResult(run_id, "", "", test_metrics, trainer.current_epoch, checkpoint_dir, None,
+                           data.fingerprint, run.choices, epoch_logger.history, fit_seconds, rank, world_size,
+                           run.data["batch_size"])
+    record.log_metrics(test_metrics, step=trainer.current_epoch)
+    from dlrun.tracking.plots import log_plots  # plots/*.png; a failed plot warns, never fails the run
+
+    log_plots(record, epoch_logger.history, data, module.net, run.choices, test_metrics, run.data["batch_size"])
+    record.log_checkpoints(checkpoint_dir)
+    model_uri = None
+    if run.tracking["log_model"]:
+        model_uri = record.log_model(_serving_model(data, module.net), data.raw_example, _requirements())
+    record.end("FINISHED")
+    return TrainResult(run_id, record.run_name, record.uri, test_metrics, trainer.current_epoch,
+                       checkpoint_dir, model_uri, data.fingerprint, run.choices, epoch_logger.history, fit_seconds,
+                       rank, world_size, run.data["batch_size"])
+
+
+def _open_record(run: RunConfig, data, rank: int, resume: Resume | None, extra_tags: dict | None,
+                 rank_run_id: str | None):
+    """The MLflow run (new, or reopened to resume), created only now that the input is known good;
+    on a DDP rank other than 0, a record that writes nothing."""
+    from dlrun.tracking.record import RunRecord, tracking_uri
+    from dlrun.train.distributed import NullRecord
+
+    if rank:
+        record = NullRecord(rank_run_id or f"rank-{rank}")
+        return record, record.run_id
+    record = RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"])
+    if resume is not None and resume.run_id:
+        return record, record.reopen(resume.run_id)
+    run_id = record.start(_run_name(run), _params(run), {**_tags(run, data), **(extra_tags or {})},
+                          _config_yaml(run), run.overrides)
+    record.log_text(_data_info(data), "data.json")
+    return record, run_id
+
+
+def _fit(trainer, module, loaders, resume: Resume | None, record, interrupt_saver) -> float:
+    """trainer.fit, its outcome recorded: FAILED (a non-finite loss, a crash) or KILLED (a signal,
+    with the checkpoint of that step). Returns the seconds fit took."""
+    import time
+
+    run_id, checkpoint_dir = record.run_id, interrupt_saver.path.parent
+    started = time.perf_counter()
     try:
         with _signals_stop(interrupt_saver):
             trainer.fit(module, loaders["train"], loaders["val"], weights_only=True,
@@ -108,22 +158,18 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
     except BaseException:
         record.end("FAILED")
         raise
+    return time.perf_counter() - started
 
-    fit_seconds = time.perf_counter() - fit_started
-    best = trainer.checkpoint_callback.best_model_path or None
-    (test_metrics,) = trainer.test(module, loaders["test"], ckpt_path=best, verbose=False, weights_only=True)
-    test_metrics = {k: float(v) for k, v in test_metrics.items()}
-    record.log_metrics(test_metrics, step=trainer.current_epoch)
-    from dlrun.tracking.plots import log_plots  # plots/*.png; a failed plot warns, never fails the run
 
-    log_plots(record, epoch_logger.history, data, module.net, run.choices, test_metrics, run.data["batch_size"])
-    record.log_checkpoints(checkpoint_dir)
-    model_uri = None
-    if run.tracking["log_model"]:
-        model_uri = record.log_model(_serving_model(data, module.net), data.raw_example, _requirements())
-    record.end("FINISHED")
-    return TrainResult(run_id, record.run_name, record.uri, test_metrics, trainer.current_epoch,
-                       checkpoint_dir, model_uri, data.fingerprint, run.choices, epoch_logger.history, fit_seconds)
+def _ranks(trainer, run: RunConfig, run_id: str, resume: Resume | None, folder: Path, rank: int):
+    """While fit and test run: the launch file for the ranks Lightning starts, where it starts them."""
+    import contextlib
+
+    from dlrun.train.distributed import lightning_launches_ranks, uses_lightning_launcher
+
+    if rank or not uses_lightning_launcher(trainer):
+        return contextlib.nullcontext()
+    return lightning_launches_ranks(run, run_id, resume.checkpoint if resume else None, folder)
 
 
 def _trainer(pl, run: RunConfig, task: str, extra_callbacks: list | None = None):
@@ -133,14 +179,14 @@ def _trainer(pl, run: RunConfig, task: str, extra_callbacks: list | None = None)
     from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from dlrun.train.callbacks import EpochMetricsToMlflow, RandomState, StopOnSignal
+    from dlrun.train.callbacks import AgreeToStop, EpochMetricsToMlflow, RandomState, StopOnSignal
 
     epoch_logger = EpochMetricsToMlflow()
     interrupt_saver = StopOnSignal()
     checkpoints = ModelCheckpoint(
         filename="best", monitor="val/loss", mode="min", save_top_k=1, save_last=True, enable_version_counter=False,
     )
-    callbacks = [epoch_logger, checkpoints, interrupt_saver, RandomState(), *(extra_callbacks or [])]
+    callbacks = [epoch_logger, checkpoints, interrupt_saver, RandomState(), *(extra_callbacks or []), AgreeToStop()]
     early_stopping = _early_stopping(run.trainer.get("early_stopping"), task)
     if early_stopping is not None:
         callbacks.append(early_stopping)
