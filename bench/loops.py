@@ -12,9 +12,8 @@
 The model, its initial weights, the data split, the optimizer and the loss all come from
 dlrun's own `prepare(run)` with the same seed, so the three loops train the same thing.
 
-Every loop records, per epoch, three timestamps: the epoch's start, the end of its last
-training batch (after the optimizer step) and the end of its validation and epoch-end work.
-From them: `train` (training batches only), `epoch` (start of this epoch to start of the next,
+Every loop records, per epoch, the epoch's start and the end of its last training batch (after
+the optimizer step), and the end of training. From them: `train` (training batches only), `epoch` (start of this epoch to start of the next,
 or to the end of training for the last one: everything the loop does per epoch) and `rest`
 (epoch - train: validation, and the epoch's end: metric logging, checkpoints, loop bookkeeping).
 """
@@ -69,17 +68,16 @@ class Epochs:
     def __init__(self):
         self.starts: list[float] = []
         self.train_ends: list[float] = []
-        self.ends: list[float] = []
         self.first_batch: float | None = None  # when the first training batch started
         self.last_batch_end: float | None = None
         self.rss_at_start: float | None = None  # resident MiB when training starts (after imports and data)
         self.train_rows: int | None = None
-        self.fit_end: float | None = None  # the end of the last epoch's every hook (Lightning's on_train_end)
+        self.fit_end: float | None = None  # the end of training: every hook of the last epoch has run
 
     def table(self) -> list[dict[str, float]]:
         rows = []
-        for i, (start, train_end, end) in enumerate(zip(self.starts, self.train_ends, self.ends)):
-            following = self.starts[i + 1] if i + 1 < len(self.starts) else (self.fit_end or end)
+        for i, (start, train_end) in enumerate(zip(self.starts, self.train_ends)):
+            following = self.starts[i + 1] if i + 1 < len(self.starts) else self.fit_end
             epoch = following - start
             rows.append({"train": train_end - start, "rest": epoch - (train_end - start), "epoch": epoch})
         return rows
@@ -119,14 +117,10 @@ def timer_callback(epochs: Epochs, device: str = "cpu", tracking: "Tracking | No
                 epochs.train_ends.append(now)
 
         def on_train_end(self, trainer, module):
+            # After the last epoch's every hook (ModelCheckpoint saves in its on_train_epoch_end, which
+            # Lightning calls after the other callbacks'), so the last epoch is measured like the others.
             _sync(device)
             epochs.fit_end = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, module):
-            # Runs after the epoch's validation and after the callbacks listed before it
-            # (dlrun's per-epoch MLflow logging); ModelCheckpoint's hooks ran at validation end.
-            _sync(device)
-            epochs.ends.append(time.perf_counter())
 
     return EpochTimer()
 
@@ -183,7 +177,7 @@ def handwritten(run, epochs_count: int, device: str = "cpu") -> dict:
                     correct += (outputs.argmax(dim=-1) == y).sum()
         last = {"train/loss": float(total) / n, "val/loss": float(val_loss) / len(x_val),
                 "val/acc": float(correct) / len(x_val)}
-        epochs.ends.append(time.perf_counter())
+    epochs.fit_end = time.perf_counter()
     return {"epochs": epochs.table(), "final": last, "rss_at_fit_start_mib": epochs.rss_at_start, "train_rows": n}
 
 

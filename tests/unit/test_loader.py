@@ -89,3 +89,19 @@ def test_shuffle_order_does_not_depend_on_the_global_rng():
     first = _epoch(_loader(30, 4, shuffle=True, seed=9))
     torch.manual_seed(2)
     assert _epoch(_loader(30, 4, shuffle=True, seed=9)) == first
+
+
+def test_under_ddp_each_rank_trains_an_equal_disjoint_share_of_each_epoch():
+    import torch
+
+    from dlrun.data.loader import BatchLoader
+
+    x = torch.arange(103, dtype=torch.float32).unsqueeze(1)
+    shares = []
+    for rank in range(2):
+        loader = BatchLoader(x, torch.zeros(103), batch_size=10, shuffle=True, seed=7)
+        loader.shard = lambda rank=rank: (rank, 2)
+        assert len(loader) == 6  # 51 rows each: the odd row out is left for another epoch
+        shares.append(torch.cat([batch for batch, _ in loader]).flatten().tolist())
+    assert len(shares[0]) == len(shares[1]) == 51
+    assert not set(shares[0]) & set(shares[1])
