@@ -22,5 +22,7 @@ def print_summary(result) -> None:
     lines.append(f"  mlflow: {result.tracking_uri}  run {result.run_name}")
     if result.model_uri:
         lines.append(f"  model: {result.model_uri}")
+    if getattr(result, "record_note", None):
+        lines.append(f"  warning: {result.record_note}")
     lines.append(f"run_id: {result.run_id}")
     typer.echo("\n".join(lines))

@@ -31,6 +31,9 @@ def open_store(uri: str | None = None):
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stdout for dlrun's answer
     uri = tracking_uri(uri)
+    from dlrun.tracking.server import check_reachable
+
+    check_reachable(uri)
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.is_file():

@@ -242,6 +242,9 @@ def _open(spec: SweepSpec, options: Options) -> _Study:
     _dry_run(spec, params, checked.run.trainer["max_epochs"])
     pruner = make_pruner(spec, checked.run.trainer["max_epochs"])
     store_uri = tracking_uri(checked.run.tracking["uri"])
+    from dlrun.tracking.server import check_reachable
+
+    check_reachable(store_uri)  # before the study's storage is touched
     name = options.study_name or spec.name
     storage_url = options.storage or default_storage(store_uri, name)
     study = _create_or_join(name, storage_url, checked.direction, pruner, options.worker)

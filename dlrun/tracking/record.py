@@ -67,17 +67,35 @@ def _create_sqlite_store_whole(uri: str) -> None:
 
 
 class RunRecord:
-    """One MLflow run, written through MlflowClient so nothing depends on global state."""
+    """One MLflow run, written through MlflowClient so nothing depends on global state.
+
+    Once the run exists, a tracking server that stops answering does not stop training: the
+    record goes offline, keeps each epoch's metrics and sends them when the server answers
+    again (tried every 30 s); what is still unsent at the end is written to the run's local
+    folder (`local_dir`, beside its checkpoints), and the model is saved there too.
+    """
+
+    RETRY_EVERY_S = 30.0
 
     def __init__(self, uri: str, experiment: str):
         from mlflow.tracking import MlflowClient
 
+        from dlrun.tracking.server import check_reachable
+
+        check_reachable(uri)
         _create_sqlite_store_whole(uri)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
         self.run_id: str | None = None
+        self._run_name = ""
+        self.local_dir: Path | None = None  # the run's local folder (OUTPUT_DIR/RUN_ID), set by train
+        self.offline_since: str | None = None  # why the server stopped answering, while it does not
+        self._unsent: list[tuple[int, int, dict[str, float]]] = []  # (step, time ms, metrics)
+        self._not_sent: list[str] = []  # artifacts and tags given up on
+        self._retry_at = 0.0
+        self._saved_locally: list[str] = []
 
     def start(self, name: str, params: dict[str, str], tags: dict[str, str], config_yaml: str,
               overrides: list[str]) -> str:
@@ -91,7 +109,7 @@ class RunRecord:
         from mlflow.entities import Param, RunTag
 
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
-        self.run_id = run.info.run_id
+        self.run_id, self._run_name = run.info.run_id, run.info.run_name
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
             self.client.log_batch(self.run_id, params=items[start : start + 100])
@@ -102,30 +120,34 @@ class RunRecord:
         """Continue an existing run: its status goes back to RUNNING."""
         self.run_id = run_id
         self.client.update_run(run_id, status="RUNNING")
+        self._run_name = self.client.get_run(run_id).info.run_name
         return run_id
 
     @property
     def run_name(self) -> str:
-        return self.client.get_run(self.run_id).info.run_name
+        """Known from the start, so that the summary needs no server at the end."""
+        return self._run_name
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self._send(artifact_file, self.client.log_text, self.run_id, text, artifact_file)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
         from mlflow.utils.time import get_current_time_millis
 
-        now = get_current_time_millis()
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self._unsent.append((step, get_current_time_millis(), {k: float(v) for k, v in metrics.items()}))
+        if self._back_online():
+            self._send_metrics()
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._send("tags " + ", ".join(tags), self.client.log_batch, self.run_id,
+                   tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_file(self, path: Path | str, artifact_path: str | None = None) -> None:
         """One local file as an artifact, under artifact_path (plots/learning_curves.png)."""
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self._send(f"{artifact_path or '.'}/{Path(path).name}", self.client.log_artifact, self.run_id, str(path),
+                   artifact_path)
 
     def metric_history(self, keys: list[str]) -> list[dict[str, float]]:
         """The run's per-epoch values of keys as stored (index = step = epoch, {} where none was logged);
@@ -138,20 +160,117 @@ class RunRecord:
 
     def log_checkpoints(self, folder: Path) -> None:
         if folder.is_dir() and any(folder.iterdir()):
-            self.client.log_artifacts(self.run_id, str(folder), "checkpoints")
+            self._send("checkpoints/", self.client.log_artifacts, self.run_id, str(folder), "checkpoints")
 
     def log_model(self, model: Any, input_example, requirements: list[str]) -> str:
-        """Log the serving module as an MLflow 3 LoggedModel named 'model'; its URI."""
+        """Log the serving module as an MLflow 3 LoggedModel named 'model'; its URI. With the
+        server gone, the model is saved in the run's local folder instead, and that path returned."""
         import mlflow
         import mlflow.pytorch
 
-        with active_store(self.uri), mlflow.start_run(run_id=self.run_id):
-            info = mlflow.pytorch.log_model(
-                model, name="model", input_example=input_example, pip_requirements=requirements
-            )
-        self.set_tags({"dlrun.model_uri": info.model_uri})
-        return info.model_uri
+        from dlrun.tracking.server import is_connection_error
+
+        if self._back_online():
+            try:
+                with active_store(self.uri), mlflow.start_run(run_id=self.run_id):
+                    info = mlflow.pytorch.log_model(
+                        model, name="model", input_example=input_example, pip_requirements=requirements
+                    )
+                self.set_tags({"dlrun.model_uri": info.model_uri})
+                return info.model_uri
+            except Exception as error:
+                if not is_connection_error(error):
+                    raise
+                self._go_offline(error)
+        local = (self.local_dir or Path.cwd()) / "model"
+        mlflow.pytorch.save_model(model, str(local), input_example=input_example, pip_requirements=requirements)
+        self._saved_locally.append(f"the model in {local}")
+        return str(local)
 
     def end(self, status: str) -> None:
-        """Close the run as FINISHED, FAILED or KILLED."""
-        self.client.set_terminated(self.run_id, status=status)
+        """Close the run as FINISHED, FAILED or KILLED; with the server still gone, the unsent metrics
+        are written to the run's local folder."""
+        self._retry_at = 0.0
+        if self._back_online():
+            self._send("the run's status", self.client.set_terminated, self.run_id, status=status)
+        if self.offline_since is not None:
+            self._save_unsent(status)
+
+    def note(self) -> str | None:
+        """What did not reach the tracking server, and where it is instead; None when all did."""
+        if not (self._saved_locally or self._not_sent):
+            return None
+        parts = [f"the tracking server at {self.uri} stopped answering ({self.offline_since or 'then came back'})"]
+        parts += [f"saved locally: {', '.join(self._saved_locally)}"] if self._saved_locally else []
+        parts += [f"not sent: {', '.join(self._not_sent)}"] if self._not_sent else []
+        return "; ".join(parts)
+
+    def _send(self, what: str, call, *args, **kwargs) -> None:
+        """A write that must not stop training: while the server is gone, it is noted as not sent."""
+        from dlrun.tracking.server import is_connection_error
+
+        if not self._back_online():
+            self._not_sent.append(what)
+            return
+        try:
+            call(*args, **kwargs)
+        except Exception as error:
+            if not is_connection_error(error):
+                raise
+            self._go_offline(error)
+            self._not_sent.append(what)
+
+    def _send_metrics(self) -> None:
+        from mlflow.entities import Metric
+
+        from dlrun.tracking.server import is_connection_error
+
+        try:
+            while self._unsent:
+                step, when, metrics = self._unsent[0]
+                self.client.log_batch(self.run_id, metrics=[Metric(k, v, when, step) for k, v in metrics.items()])
+                self._unsent.pop(0)
+        except Exception as error:
+            if not is_connection_error(error):
+                raise
+            self._go_offline(error)
+
+    def _back_online(self) -> bool:
+        """True while the server answers; offline, one attempt every RETRY_EVERY_S to send what waits."""
+        import sys
+        import time
+
+        if self.offline_since is None:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        reason, self.offline_since = self.offline_since, None
+        self._send_metrics()
+        if self.offline_since is None:
+            print(f"dlrun: the tracking server at {self.uri} answers again; the kept metrics are sent.",
+                  file=sys.stderr)
+            return True
+        self.offline_since = reason
+        return False
+
+    def _go_offline(self, error: BaseException) -> None:
+        import sys
+        import time
+
+        if self.offline_since is None:
+            print(f"dlrun: warning: the tracking server at {self.uri} stopped answering "
+                  f"({type(error).__name__}). Training goes on; metrics are kept and sent when it answers "
+                  f"again; checkpoints stay in {self.local_dir or 'the output folder'}.", file=sys.stderr)
+        self.offline_since = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+        self._retry_at = time.monotonic() + self.RETRY_EVERY_S
+
+    def _save_unsent(self, status: str) -> None:
+        import json
+
+        folder = self.local_dir or Path.cwd()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "unsent_record.json"
+        path.write_text(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id, "status": status,
+                                    "metrics": [{"step": s, "timestamp": t, "values": m} for s, t, m in self._unsent],
+                                    "not_sent": self._not_sent}, indent=2))
+        self._saved_locally.append(f"{len(self._unsent)} epochs of metrics and the run's status ({status}) in {path}")

@@ -44,6 +44,10 @@ class NullRecord:
     def __init__(self, run_id: str):
         self.run_id = run_id
         self.uri = ""
+        self.local_dir = None
+
+    def note(self) -> None:
+        return None
 
     def __getattr__(self, name):
         return lambda *args, **kwargs: None

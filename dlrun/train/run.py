@@ -45,6 +45,7 @@ class TrainResult:
     rank: int = 0  # the global rank of this process; only rank 0 records and reports
     world_size: int = 1  # processes training together (DDP); data.batch_size is per process
     batch_size: int = 0  # data.batch_size: per process
+    record_note: str | None = None  # what did not reach a tracking server that went away, and where it is
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -83,6 +84,7 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
         on_start(run_id)
     checkpoint_dir = Path(run.config["output_dir"]) / run_id / "checkpoints"
     epoch_logger.record = record
+    record.local_dir = checkpoint_dir.parent.resolve()
     trainer.checkpoint_callback.dirpath = str(checkpoint_dir)
     interrupt_saver.path = checkpoint_dir / "last.ckpt"
     loaders = make_loaders(run, prepared)
@@ -110,7 +112,7 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
     record.end("FINISHED")
     return TrainResult(run_id, record.run_name, record.uri, test_metrics, trainer.current_epoch,
                        checkpoint_dir, model_uri, data.fingerprint, run.choices, epoch_logger.history, fit_seconds,
-                       rank, world_size, run.data["batch_size"])
+                       rank, world_size, run.data["batch_size"], record.note())
 
 
 def _open_record(run: RunConfig, data, rank: int, resume: Resume | None, extra_tags: dict | None,
