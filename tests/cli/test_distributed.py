@@ -111,3 +111,38 @@ def test_ddp_on_gpus_records_one_run(workdir):
     assert result.returncode == 0, result.stderr
     _, runs = mlflow_runs(workdir / "mlflow.db")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+def test_torchrun_starts_the_ranks_and_rank_0_alone_records(workdir):
+    """An external launcher (torchrun here; srun alike): every rank runs the user's command."""
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "dlrun", "train", *DDP, "trainer.max_epochs=2", "tracking.log_model=false"],
+                            cwd=workdir, capture_output=True, text=True, timeout=600,
+                            env={k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_TRACKING_URI"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("run_id: ") == 1
+    _, runs = mlflow_runs(workdir / "mlflow.db")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert [p.name for p in (workdir / "outputs").iterdir()] == [runs[0].info.run_id]
+
+
+def test_a_study_of_ddp_trials_prunes_on_every_rank(workdir):
+    from tests.cli.test_sweeps import good_first_grid_seed
+
+    values = [0.3, 1e-6, 2e-6]
+    (workdir / "ddp.yaml").write_text(
+        "overrides: [data=iris, trainer=ddp_cpu, trainer.max_epochs=5, tracking.log_model=false]\n"
+        "metric: val/acc\nn_trials: 3\nsampler: grid\npruner: {name: median, n_startup_trials: 1}\n"
+        f"seed: {good_first_grid_seed(values)}\n"
+        f"params:\n  optim: sgd\n  optim.lr: choice({', '.join(map(str, values))})\n")
+    result = run_dlrun("sweep", "ddp.yaml", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = mlflow_runs(workdir / "mlflow.db")
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    states = sorted(r.data.tags["dlrun.trial_state"] for r in trials)
+    assert states == ["complete", "pruned", "pruned"]
+    for trial in trials:  # a pruned trial stopped on both ranks after its first epoch, and the study went on
+        epochs = len(client.get_metric_history(trial.info.run_id, "val/acc"))
+        assert epochs == (5 if trial.data.tags["dlrun.trial_state"] == "complete" else 1)
