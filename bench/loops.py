@@ -461,10 +461,11 @@ def dlrun_path(run, epochs_count: int, device: str = "cpu", attribute: bool = Fa
 
 # ---------------------------------------------------------------------------------------------
 # what-if patches: dlrun's per-epoch path with one suggested change, applied in this process only
-# (nothing under dlrun/ changes), to measure what the change would buy.
+# (nothing under dlrun/ changes), to measure what the change would buy. Each takes a `replace`
+# function that swaps an attribute and remembers the old value, so that the patch can be undone.
 
 
-def _patch_lean_step() -> None:
+def _patch_lean_step(replace) -> None:
     """training_step without the per-step `self.log` and the per-step non-finite check (a sync on a GPU):
     the loss is summed on the device and logged once, at the epoch's last batch, with the same value
     Lightning's on_epoch mean gives; the check runs on that sum (per epoch, not per step)."""
@@ -488,10 +489,10 @@ def _patch_lean_step() -> None:
             self.log("train/loss", mean, on_step=False, on_epoch=True, batch_size=1)
         return loss
 
-    module_file.DlrunModule.training_step = training_step
+    replace(module_file.DlrunModule, "training_step", training_step)
 
 
-def _patch_async_mlflow() -> None:
+def _patch_async_mlflow(replace) -> None:
     """Per-epoch metrics sent with MLflow's asynchronous logging (log_batch(synchronous=False)),
     flushed before the run ends: the SQLite write leaves the training thread."""
     from mlflow.entities import Metric
@@ -512,11 +513,11 @@ def _patch_async_mlflow() -> None:
         mlflow.flush_async_logging()
         return original_end(self, status)
 
-    record.RunRecord.log_metrics = log_metrics
-    record.RunRecord.end = end
+    replace(record.RunRecord, "log_metrics", log_metrics)
+    replace(record.RunRecord, "end", end)
 
 
-def _patch_checkpoint_at_end() -> None:
+def _patch_checkpoint_at_end(replace) -> None:
     """ModelCheckpoint writes no file during fit: a new best (or last) state is copied in memory and the
     files are written once, when training ends (stands for: keep the best weights in memory, write
     them at the end and on interruption). The copies cost what a real change would cost."""
@@ -542,12 +543,61 @@ def _patch_checkpoint_at_end() -> None:
             module.load_state_dict(current)
         train_end(self, trainer, module)
 
-    ModelCheckpoint._save_checkpoint = deferred
-    ModelCheckpoint.on_train_end = on_train_end
+    replace(ModelCheckpoint, "_save_checkpoint", deferred)
+    replace(ModelCheckpoint, "on_train_end", on_train_end)
 
 
 PATCHES = {"lean_step": _patch_lean_step, "async_mlflow": _patch_async_mlflow,
            "checkpoint_at_end": _patch_checkpoint_at_end}
+
+
+class patched:
+    """`with patched(["lean_step", ...]):` the named what-if patches, undone on exit."""
+
+    def __init__(self, names: list[str] | None):
+        self.names = list(names or [])
+        self.saved: list[tuple[object, str, object]] = []
+
+    def _replace(self, owner, name, value) -> None:
+        self.saved.append((owner, name, owner.__dict__[name] if name in owner.__dict__ else None))
+        setattr(owner, name, value)
+
+    def __enter__(self):
+        for name in self.names:
+            PATCHES[name](self._replace)
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, value in reversed(self.saved):
+            if value is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+        return False
+
+
+def dlrun_variants(model_overrides: list[str], epochs_count: int, variants: list[dict], rounds: int,
+                   scratch: Path, store: Path | None) -> dict:
+    """dlrun's path once per variant (trainer overrides and/or what-if patches), in rounds, all in this
+    process: one throw-away warm-up run first, then `rounds` passes over the variants in turn, so that
+    a change of the machine's load hits every variant alike. Per variant and round: the median
+    training and whole-epoch times (s) of the epochs after the first."""
+    import statistics
+
+    def medians(result: dict) -> dict:
+        measured = result["epochs"][1:] or result["epochs"]
+        return {k: statistics.median(e[k] for e in measured) for k in ("train", "epoch")}
+
+    warm = compose_run([*model_overrides, "trainer.max_epochs=2"], scratch, store)
+    dlrun_path(warm, 2)
+    out = {v["name"]: [] for v in variants}
+    for _ in range(rounds):
+        for variant in variants:
+            run = compose_run([*model_overrides, f"trainer.max_epochs={epochs_count}", *variant.get("extra", [])],
+                              scratch, store)
+            with patched(variant.get("patches")):
+                out[variant["name"]].append(medians(dlrun_path(run, epochs_count)))
+    return out
 
 
 RUNNERS = {"handwritten": handwritten, "lightning": vanilla_lightning, "dlrun": dlrun_path}
@@ -555,18 +605,21 @@ RUNNERS = {"handwritten": handwritten, "lightning": vanilla_lightning, "dlrun": 
 
 def run_loop(loop: str, model_overrides: list[str], epochs_count: int, threads: int, scratch: Path,
              device: str = "cpu", extra: list[str] | None = None, attribute: bool = False,
-             store: str | None = None, patches: list[str] | None = None) -> dict:
-    """One loop in this process (a fresh subprocess per loop, so that peak memory is its own)."""
+             store: str | None = None, variants: list[dict] | None = None, rounds: int = 1) -> dict:
+    """One loop in this process (a fresh subprocess per loop, so that peak memory is its own);
+    loop "variants": dlrun's path with each of `variants`, in `rounds` (see dlrun_variants)."""
     import torch
 
-    for name in patches or []:
-        PATCHES[name]()
     torch.set_num_threads(threads)
     scratch.mkdir(parents=True, exist_ok=True)
     os.chdir(scratch)  # MLflow's ./mlruns and anything else relative lands in scratch
+    store_path = Path(store) if store else None
+    if loop == "variants":
+        return {"variants": dlrun_variants(model_overrides, epochs_count, variants or [], rounds, scratch, store_path),
+                "threads": torch.get_num_threads(), "peak_rss_mib": peak_rss_mib()}
     trainer = ["trainer=gpu"] if device.startswith("cuda") else []
     overrides = [*model_overrides, *trainer, f"trainer.max_epochs={epochs_count}", *(extra or [])]
-    run = compose_run(overrides, scratch, Path(store) if store else None)
+    run = compose_run(overrides, scratch, store_path)
     result = (dlrun_path(run, epochs_count, device, attribute=True) if attribute
               else RUNNERS[loop](run, epochs_count, device))
     result.update(loop=loop, overrides=overrides, threads=torch.get_num_threads(), device=device,

@@ -1,9 +1,9 @@
 """Speed benchmark of issue #6: dlrun's training path against a hand-written loop and vanilla Lightning.
 
-    python bench/speed.py                      # the full benchmark (about 15 minutes on 2 cores)
+    python bench/speed.py                      # the full benchmark (about 12 minutes on 2 idle cores)
     python bench/speed.py --quick --out /tmp/b # tiny sizes: shows that it works, the figures mean little
-    python bench/speed.py --threads 1          # torch threads in every timed process (default: the cores)
-    python bench/speed.py --skip sweeps scaling
+    python bench/speed.py --threads 1          # torch threads in every process (default: the cores)
+    python bench/speed.py --skip sweeps pruning scaling --repeats 3 --rounds 3
 
 For the digits CNN and the wine MLP (the `model=cnn` and `model=mlp` configs), with the same data,
 batch size, epochs, seed and torch thread count, it times (bench/loops.py):
@@ -12,14 +12,18 @@ batch size, epochs, seed and torch thread count, it times (bench/loops.py):
 3. dlrun's own training path, `dlrun.train.run.train` as `dlrun train` calls it, MLflow logging on;
 each in its own process (peak memory is per process), and reports per-epoch time (median of the
 epochs after a warm-up epoch; the least of the repeats), the ratios 3/1 and 2/1 and peak memory.
-Then: where dlrun's per-epoch time goes (timers around its pieces in a separate profiling run)
-and the effect of trainer overrides; the start-up time of `dlrun --help`, `dlrun configs` and
-`dlrun train --cfg`; the fixed cost of a `dlrun train` (process start to first batch, last batch to
-exit); the time spent in MLflow logging; trials per minute of a small sweep with n_jobs 1 and 2;
-a 20-trial study pruned and unpruned; per-epoch time against data size and model width; on a
-machine with a GPU, samples per second there. It prints a table and writes OUT/speed.json and
-OUT/speed.md (default OUT: bench/results). Nothing is written outside OUT but a temporary folder.
+Then: where dlrun's per-epoch time goes (timers around its pieces, in a separate run) and what
+trainer overrides and what-if patches of dlrun's path (applied in the timed process only) would
+buy; the start-up time of `dlrun --help`, `dlrun configs` and `dlrun train --cfg`; the fixed cost
+of a `dlrun train` (process start to first batch, last batch to exit); the time spent in MLflow
+logging; trials per minute of a small sweep with n_jobs 1 and 2; a 20-trial study pruned and
+unpruned; per-epoch time against data size and model width; on a machine with a GPU, samples per
+second there. It prints a table and writes OUT/speed.json and OUT/speed.md (default OUT:
+bench/results). Nothing is written outside OUT but a temporary folder, removed at the end.
 No figure is asserted anywhere: the targets are judged in the table, met or missed.
+
+Timings are only as good as the machine is quiet: with several torch threads, another busy process
+can stall OpenMP's threads many-fold; the script warns when the load average is high.
 """
 
 from __future__ import annotations
@@ -58,12 +62,12 @@ def sizes(quick: bool) -> dict:
     """How much of everything: the full run, or a tiny one that only shows the script works."""
     if quick:
         return {"epochs": {"cnn": 3, "mlp": 3}, "repeats": 1, "startup_repeats": 1, "fixed_repeats": 1,
-                "variants": [], "attribute": ["mlp"],
+                "variants": [VARIANTS[0], VARIANTS[-1]], "variant_rounds": 1, "attribute": ["mlp"],
                 "sweep": {"trials": 2, "epochs": 1}, "pruning": {"trials": 3, "epochs": 2},
                 "scaling": {"rows": [1000, 2000], "widths": [32], "width_rows": 1000, "epochs": 2,
                             "batch_size": 256}}
     return {"epochs": {"cnn": 12, "mlp": 40}, "repeats": 2, "startup_repeats": 5, "fixed_repeats": 2,
-            "variants": VARIANTS,
+            "variants": VARIANTS, "variant_rounds": 2,
             "attribute": ["cnn", "mlp"],
             "sweep": {"trials": 6, "epochs": 3}, "pruning": {"trials": 20, "epochs": 15},
             "scaling": {"rows": [10_000, 100_000, 1_000_000], "widths": [64, 256, 1024], "width_rows": 20_000,
@@ -72,7 +76,9 @@ def sizes(quick: bool) -> dict:
 
 # dlrun's path with one change at a time (trainer overrides, or a what-if patch from bench/loops.py applied
 # in the timed process only), then all of them: what each suggested change to dlrun would buy.
+AS_IS = "as is"
 VARIANTS = [
+    {"name": AS_IS},
     {"name": "trainer.enable_progress_bar=false", "extra": ["trainer.enable_progress_bar=false"]},
     {"name": "trainer.deterministic=false", "extra": ["trainer.deterministic=false"]},
     {"name": "lean training_step: train/loss summed, logged and checked once an epoch", "patches": ["lean_step"]},
@@ -89,9 +95,15 @@ SECTIONS = ("loops", "profile", "startup", "fixed", "sweeps", "pruning", "scalin
 # processes
 
 
+THREADS = {"count": os.cpu_count() or 1}  # --threads, for every child process (set in main)
+
+
 def child_env() -> dict:
+    """The environment of every child: no tracking server, no bytecode files, and the benchmark's torch
+    thread count as OpenMP's default (`dlrun train` and `dlrun sweep` take torch's default from it)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(THREADS["count"])
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
@@ -129,7 +141,7 @@ def run_worker(spec: dict) -> None:
     result = loops.run_loop(spec["loop"], spec["overrides"], spec["epochs"], spec["threads"], Path(spec["scratch"]),
                             device=spec.get("device", "cpu"), extra=spec.get("extra"),
                             attribute=spec.get("attribute", False), store=spec.get("store"),
-                            patches=spec.get("patches"))
+                            variants=spec.get("variants"), rounds=spec.get("rounds", 1))
     print(MARK + json.dumps(result), flush=True)
 
 
@@ -165,6 +177,8 @@ class Bench:
         self.size = sizes(args.quick)
         if args.repeats:
             self.size["repeats"] = args.repeats
+        if args.rounds:
+            self.size["variant_rounds"] = args.rounds
         self.scratch = scratch
         self.threads = args.threads
         self.store = scratch / "store"  # one MLflow store for every dlrun run, created once (see prime_store)
@@ -240,22 +254,26 @@ class Bench:
             result = worker(self.spec("dlrun", overrides, epochs, f"profile/{model}", attribute=True), self.scratch)
             out[model] = {"attribution_ms": result["attribution_ms"], "calls": result["attribution_calls"],
                           "attributed_epochs": result["attributed_epochs"],
-                          "epoch_ms": result["attributed_epoch_ms"],
-                          "variants": {}}
-            hand = self.results.get("loops", {}).get(model, {}).get("loops", {}).get("handwritten")
-            for number, variant in enumerate(self.size["variants"]):
-                name = variant["name"]
-                self.log(f"  {model}: dlrun with {name}")
-                timed = summarize([worker(self.spec("dlrun", overrides, epochs, f"profile/{model}-{number}",
-                                                    extra=variant.get("extra"), patches=variant.get("patches")),
-                                          self.scratch)])
-                entry = {"train_ms": timed["train_ms"], "epoch_ms": timed["epoch_ms"],
-                         "extra": variant.get("extra", []), "patches": variant.get("patches", [])}
-                if hand:
-                    entry.update(train_ratio=timed["train_ms"] / hand["train_ms"],
-                                 epoch_ratio=timed["epoch_ms"] / hand["epoch_ms"])
-                out[model]["variants"][name] = entry
-            self.log(report.profile_text(model, out[model], self.results.get("loops", {}).get(model)))
+                          "epoch_ms": result["attributed_epoch_ms"], "variants": {}}
+            variants, rounds = self.size["variants"], self.size["variant_rounds"]
+            if variants:
+                self.log(f"  {model}: dlrun as is and with {len(variants) - 1} changes, {rounds} rounds in one process")
+                timed = worker(self.spec("variants", overrides, epochs, f"profile/{model}-variants",
+                                         variants=variants, rounds=rounds), self.scratch)["variants"]
+                hand = _get(self.results, "loops", model, "loops", "handwritten")
+                as_is = {k: min(r[k] for r in timed[AS_IS]) for k in ("train", "epoch")}
+                for variant in variants:
+                    best = {k: min(r[k] for r in timed[variant["name"]]) for k in ("train", "epoch")}
+                    entry = {"train_ms": 1000 * best["train"], "epoch_ms": 1000 * best["epoch"],
+                             "rounds_ms": [{k: 1000 * v for k, v in r.items()} for r in timed[variant["name"]]],
+                             "extra": variant.get("extra", []), "patches": variant.get("patches", []),
+                             "train_vs_as_is": best["train"] / as_is["train"],
+                             "epoch_vs_as_is": best["epoch"] / as_is["epoch"]}
+                    if hand:
+                        entry.update(train_ratio=entry["train_ms"] / hand["train_ms"],
+                                     epoch_ratio=entry["epoch_ms"] / hand["epoch_ms"])
+                    out[model]["variants"][variant["name"]] = entry
+            self.log(report.profile_text(model, out[model], _get(self.results, "loops", model)))
         self.results["profile"] = out
 
     # -- start-up ------------------------------------------------------------------------------
@@ -349,6 +367,7 @@ class Bench:
             out["file_" + name] = path.read_text()
         pruned, unpruned = out["studies"]["pruned"], out["studies"]["unpruned"]
         out["fit_saving"] = 1 - pruned["fit_seconds"] / unpruned["fit_seconds"] if unpruned["fit_seconds"] else None
+        out["epoch_saving"] = 1 - pruned["epochs"] / unpruned["epochs"] if unpruned["epochs"] else None
         out["best_gap_points"] = (100 * abs(pruned["best_value"] - unpruned["best_value"])
                                   if None not in (pruned["best_value"], unpruned["best_value"]) else None)
         out["pruned_better_or_equal"] = (pruned["best_value"] or 0) >= (unpruned["best_value"] or 0)
@@ -407,6 +426,14 @@ class Bench:
             out["models"][model] = entry
         self.results["gpu"] = out
         self.log(report.gpu_text(out))
+
+
+def _get(results: dict, *keys):
+    for key in keys:
+        if not isinstance(results, dict) or key not in results:
+            return None
+        results = results[key]
+    return results
 
 
 def _least_tracking(runs: list[dict]) -> dict[str, float]:
@@ -589,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(BENCH / "results"), help="where speed.json and speed.md go")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads in every timed process")
     parser.add_argument("--repeats", type=int, default=None, help="runs of each loop; the least median counts")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds over dlrun's variants (profile section)")
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections to leave out")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -597,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(json.loads(args.worker))
         return 0
 
+    THREADS["count"] = args.threads
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="dlrun-bench-"))

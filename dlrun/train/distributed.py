@@ -99,11 +99,33 @@ def run_rank(launch_file: str) -> None:
     from dlrun.config.validate import validate
     from dlrun.train.run import Resume, train
 
+    _exit_with_parent()
     launch = json.loads(Path(launch_file).read_text())
     run = validate(Composed(config=launch["config"], choices=launch["choices"], overrides=launch["overrides"]))
     resume = Resume(Path(launch["resume"]), launch["run_id"]) if launch["resume"] else None
     os.environ[LAUNCH_ENV] = launch_file
     train(run, resume=resume, rank_run_id=launch["run_id"])
+
+
+def _exit_with_parent() -> None:
+    """A rank started by rank 0 ends when rank 0 ends: it would otherwise wait for it forever."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="dlrun-exit-with-rank-0").start()
+
+
+def ddp_timeout_seconds() -> int:
+    """How long a rank waits for the others (gloo/NCCL collectives, start-up): DLRUN_DDP_TIMEOUT, else 10 minutes,
+    so that a lost rank fails the run instead of holding the others for torch's default half hour."""
+    return int(os.environ.get("DLRUN_DDP_TIMEOUT", "600"))
 
 
 def main() -> None:

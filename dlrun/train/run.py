@@ -193,6 +193,14 @@ def _trainer(pl, run: RunConfig, task: str, extra_callbacks: list | None = None)
     if early_stopping is not None:
         callbacks.append(early_stopping)
     options = {"enable_model_summary": False, **{k: v for k, v in run.trainer.items() if k != "early_stopping"}}
+    if options.get("strategy") == "ddp":
+        from datetime import timedelta
+
+        from pytorch_lightning.strategies import DDPStrategy
+
+        from dlrun.train.distributed import ddp_timeout_seconds
+
+        options["strategy"] = DDPStrategy(timeout=timedelta(seconds=ddp_timeout_seconds()))
     try:
         trainer = pl.Trainer(**options, logger=False, callbacks=callbacks,
                              default_root_dir=run.config["output_dir"])
