@@ -13,9 +13,10 @@ The model, its initial weights, the data split, the optimizer and the loss all c
 dlrun's own `prepare(run)` with the same seed, so the three loops train the same thing.
 
 Every loop records, per epoch, the epoch's start and the end of its last training batch (after
-the optimizer step), and the end of training. From them: `train` (training batches only), `epoch` (start of this epoch to start of the next,
-or to the end of training for the last one: everything the loop does per epoch) and `rest`
-(epoch - train: validation, and the epoch's end: metric logging, checkpoints, loop bookkeeping).
+the optimizer step), and the end of training. From them: `train` (training batches only),
+`epoch` (start of this epoch to start of the next, or to the end of training for the last one:
+everything the loop does per epoch) and `rest` (epoch - train: validation, and the epoch's end:
+metric logging, checkpoints, loop bookkeeping).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Epochs:
         return rows
 
 
-def timer_callback(epochs: Epochs, device: str = "cpu", tracking: "Tracking | None" = None):
+def timer_callback(epochs: Epochs, device: str = "cpu", tracking: Tracking | None = None):
     """A Lightning callback that fills `epochs` (and tells `tracking` when fit runs); put it last."""
     import pytorch_lightning as pl
 
@@ -254,7 +255,7 @@ class Tracking:
         self.fitting = False
         self._depth = 0
 
-    def install(self) -> "Tracking":
+    def install(self) -> Tracking:
         import functools
 
         from dlrun.tracking import plots, record
@@ -383,7 +384,8 @@ def _install_attribution(attribution: Attribution):
 
         @staticmethod
         def isfinite(value):
-            return attribution.timed("  non-finite loss check (bool(isfinite))", lambda v: bool(torch.isfinite(v)))(value)
+            check = attribution.timed("  non-finite loss check (bool(isfinite))", lambda v: bool(torch.isfinite(v)))
+            return check(value)
 
     module_file.torch = _Torch()
     backward = pl.LightningModule.backward
@@ -559,7 +561,7 @@ class patched:
         self.saved: list[tuple[object, str, object]] = []
 
     def _replace(self, owner, name, value) -> None:
-        self.saved.append((owner, name, owner.__dict__[name] if name in owner.__dict__ else None))
+        self.saved.append((owner, name, owner.__dict__.get(name)))
         setattr(owner, name, value)
 
     def __enter__(self):

@@ -14,6 +14,10 @@ def _pct(share) -> str:
     return "n/a" if share is None else f"{100 * share:.0f}%"
 
 
+def _biggest(seconds: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(seconds.items(), key=lambda kv: -kv[1])
+
+
 def _get(results: dict, *keys):
     for key in keys:
         if not isinstance(results, dict) or key not in results:
@@ -78,7 +82,8 @@ def targets(results: dict) -> list[dict]:
         f"{_f(_get(studies, 'unpruned', 'fit_seconds'), '.1f')} s; epochs {_pct(pruning.get('epoch_saving'))} fewer)",
         None if saving is None else saving >= 0.40)
     add("its best value within 0.5 points of the unpruned study's",
-        f"val/acc {_f(_get(studies, 'pruned', 'best_value'), '.4f')} vs {_f(_get(studies, 'unpruned', 'best_value'), '.4f')}: "
+        f"val/acc {_f(_get(studies, 'pruned', 'best_value'), '.4f')} vs "
+        f"{_f(_get(studies, 'unpruned', 'best_value'), '.4f')}: "
         f"{_f(gap, '.2f')} points", None if gap is None else (gap <= 0.5 or pruning.get("pruned_better_or_equal")))
     return rows
 
@@ -124,7 +129,7 @@ def loops_text(model: str, entry: dict) -> str:
     lines.append(f"  dlrun: fit {dl['fit_seconds']:.2f} s; MLflow {dl['mlflow_fit_seconds']:.3f} s during fit "
                  f"({100 * mlflow_share(entry, 'during_fit'):.1f}%), {dl['mlflow_seconds']:.2f} s in the whole run "
                  f"({100 * mlflow_share(entry, 'whole_run'):.0f}%; biggest: "
-                 + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(dl["tracking"].items(), key=lambda kv: -kv[1])[:3]) + ")")
+                 + ", ".join(f"{k} {v:.2f} s" for k, v in _biggest(dl["tracking"])[:3]) + ")")
     return "\n".join(lines)
 
 
@@ -161,8 +166,9 @@ def profile_text(model: str, entry: dict, loops: dict | None) -> str:
         lines.append("  dlrun as is and with one change (least of the rounds; x: against the hand-written loop, "
                      "and against 'as is' in the same process)")
     for name, v in entry["variants"].items():
-        lines.append(f"    train {v['train_ms']:7.1f} ms {_f(v.get('train_ratio'), '5.2f')}x ({v['train_vs_as_is']:5.2f}), "
-                     f"epoch {v['epoch_ms']:7.1f} ms {_f(v.get('epoch_ratio'), '5.2f')}x ({v['epoch_vs_as_is']:5.2f})  {name}")
+        lines.append(f"    train {v['train_ms']:7.1f} ms {_f(v.get('train_ratio'), '5.2f')}x "
+                     f"({v['train_vs_as_is']:5.2f}), epoch {v['epoch_ms']:7.1f} ms "
+                     f"{_f(v.get('epoch_ratio'), '5.2f')}x ({v['epoch_vs_as_is']:5.2f})  {name}")
     return "\n".join(lines)
 
 
@@ -178,7 +184,8 @@ def fixed_text(out: dict) -> str:
     best = out["best"]
     lines = [f"fixed cost of `{out['command']}` (existing store; the least of {len(out['runs'])} runs): "
              f"{best['fixed_s']:.2f} s = start to first batch {best['start_to_first_batch_s']:.2f} s + last batch to "
-             f"exit {best['last_batch_to_exit_s']:.2f} s; `import pytorch_lightning, mlflow` {out['import_pl_mlflow_s']:.2f} s"]
+             f"exit {best['last_batch_to_exit_s']:.2f} s; `import pytorch_lightning, mlflow` "
+             f"{out['import_pl_mlflow_s']:.2f} s"]
     for name, value in best["steps_s"].items():
         lines.append(f"  {value:6.2f} s  {name}")
     return "\n".join(lines)
@@ -193,7 +200,8 @@ def sweeps_text(out: dict) -> str:
 
 
 def pruning_text(out: dict) -> str:
-    lines = [f"study of {out['trials']} trials (digits MLP, {out['epochs']} epochs, TPE seed 0), median pruner or none:"]
+    lines = [f"study of {out['trials']} trials (digits MLP, {out['epochs']} epochs, TPE seed 0), "
+             "median pruner or none:"]
     for name, s in out["studies"].items():
         lines.append(f"  {name:9} fit {s['fit_seconds']:7.1f} s, {s['epochs']:4d} epochs, wall {s['wall_s']:.0f} s, "
                      f"best val/acc {_f(s['best_value'], '.4f')}, states {s['states']}")
@@ -239,7 +247,8 @@ def markdown(results: dict) -> str:
     out = ["# dlrun speed benchmark", "",
            f"`{env.get('command', 'python bench/speed.py')}`: {env.get('cores')} cores, {env.get('threads')} torch "
            f"threads, Python {env.get('python')}, {versions}. Load average at start "
-           f"{_f((env.get('load_average_start') or [None])[0], '.1f')}, at end {_f((env.get('load_average_end') or [None])[0], '.1f')}; "
+           f"{_f((env.get('load_average_start') or [None])[0], '.1f')}, "
+           f"at end {_f((env.get('load_average_end') or [None])[0], '.1f')}; "
            f"{_f(env.get('seconds'), '.0f')} s in all.", ""]
     if env.get("quick"):
         out += ["**Quick run** (tiny sizes): it shows that the benchmark works; its figures say little.", ""]
@@ -259,13 +268,15 @@ def markdown(results: dict) -> str:
                 "batches (start of the epoch to the end of its last optimizer step); *epoch*: start of one epoch "
                 "to the start of the next (the last: to the end of training); *rest*: epoch - train (validation, "
                 "metric logging, checkpoints, the loop's own work between epochs).", "",
-                "| model | loop | train ms | rest ms | epoch ms | train x | epoch x | peak RSS MiB | RSS at fit start MiB | final val/acc |",
+                "| model | loop | train ms | rest ms | epoch ms | train x | epoch x | peak RSS MiB "
+                "| RSS at fit start MiB | final val/acc |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
         for model, entry in loops.items():
             first = entry["loops"]["handwritten"]
             for loop in ("handwritten", "lightning", "dlrun"):
                 s = entry["loops"][loop]
-                out.append(f"| {MODEL_NAMES[model]} ({entry['epochs']} epochs, batch {s['batch_size']}) | {LOOP_NAMES[loop]} | "
+                out.append(f"| {MODEL_NAMES[model]} ({entry['epochs']} epochs, batch {s['batch_size']}) | "
+                           f"{LOOP_NAMES[loop]} | "
                            f"{s['train_ms']:.1f} | {s['rest_ms']:.1f} | {s['epoch_ms']:.1f} | "
                            f"{s['train_ms'] / first['train_ms']:.2f} | {s['epoch_ms'] / first['epoch_ms']:.2f} | "
                            f"{s['peak_rss_mib']:.0f} | {_f(s['rss_at_fit_start_mib'], '.0f')} | "
@@ -295,8 +306,8 @@ def markdown(results: dict) -> str:
                 "A separate run of dlrun's path with timers around its pieces (mean ms an epoch after the warm-up; "
                 "indented rows are part of a row above; the timers themselves add a little).", ""]
         for model, entry in profile.items():
-            out += [f"**{MODEL_NAMES[model]}**: {entry['epoch_ms']:.1f} ms an epoch", "", "| piece | ms/epoch | share |",
-                    "|---|---|---|"]
+            out += [f"**{MODEL_NAMES[model]}**: {entry['epoch_ms']:.1f} ms an epoch", "",
+                    "| piece | ms/epoch | share |", "|---|---|---|"]
             for label, value, share in attribution_rows(entry):
                 out.append(f"| {label.replace('  ', '&nbsp;&nbsp;&nbsp;')} | {value:.2f} | {100 * share:.1f}% |")
             if entry["variants"]:
@@ -306,7 +317,8 @@ def markdown(results: dict) -> str:
                         "| dlrun with | train ms | x hand-written | vs as is | epoch ms | x hand-written | vs as is |",
                         "|---|---|---|---|---|---|---|"]
                 for name, v in entry["variants"].items():
-                    out.append(f"| {name} | {v['train_ms']:.1f} | {_f(v.get('train_ratio'))} | {v['train_vs_as_is']:.2f} | "
+                    out.append(f"| {name} | {v['train_ms']:.1f} | {_f(v.get('train_ratio'))} | "
+                               f"{v['train_vs_as_is']:.2f} | "
                                f"{v['epoch_ms']:.1f} | {_f(v.get('epoch_ratio'))} | {v['epoch_vs_as_is']:.2f} |")
             out.append("")
 
@@ -322,8 +334,8 @@ def markdown(results: dict) -> str:
         best = fixed["best"]
         out += ["## Fixed cost of `dlrun train`", "",
                 f"`{fixed['command']}` in a folder whose MLflow store exists (creating one costs "
-                f"{_f(fixed.get('store_create_s'))} s more, once). Marks written by a callback added to `train()` in the "
-                "child process; process start and exit are the parent's clock.", "", "| step | s |", "|---|---|"]
+                f"{_f(fixed.get('store_create_s'))} s more, once). Marks written by a callback added to `train()` "
+                "in the child process; process start and exit are the parent's clock.", "", "| step | s |", "|---|---|"]
         out += [f"| {k} | {v:.2f} |" for k, v in best["steps_s"].items()]
         out += [f"| **start to first batch + last batch to exit** | **{best['fixed_s']:.2f}** |",
                 f"| `python -c 'import pytorch_lightning, mlflow'` | {fixed['import_pl_mlflow_s']:.2f} |", ""]
@@ -338,8 +350,9 @@ def markdown(results: dict) -> str:
     pruning = results.get("pruning") or {}
     if pruning:
         out += ["## Pruned against unpruned", "",
-                f"{pruning['trials']} trials, digits MLP, {pruning['epochs']} epochs, TPE seed 0; training time is the sum "
-                "of the trials' `fit_seconds`.", "", "| study | fit s | epochs | wall s | best val/acc | trial states |",
+                f"{pruning['trials']} trials, digits MLP, {pruning['epochs']} epochs, TPE seed 0; training time is "
+                "the sum of the trials' `fit_seconds`.", "",
+                "| study | fit s | epochs | wall s | best val/acc | trial states |",
                 "|---|---|---|---|---|---|"]
         out += [f"| {n} | {s['fit_seconds']:.1f} | {s['epochs']} | {s['wall_s']:.0f} | {_f(s['best_value'], '.4f')} | "
                 f"{s['states']} |" for n, s in pruning["studies"].items()]
@@ -347,14 +360,17 @@ def markdown(results: dict) -> str:
 
     scaling = results.get("scaling") or {}
     if scaling:
-        out += ["## Scaling", "", f"Blobs, MLP, batch {scaling['batch_size']}, {scaling['epochs']} epochs; training time "
-                "an epoch.", "", "| rows | hand-written ms | dlrun ms | x | hand-written us/row | dlrun us/row |",
+        out += ["## Scaling", "", f"Blobs, MLP, batch {scaling['batch_size']}, {scaling['epochs']} epochs; "
+                "training time an epoch.", "",
+                "| rows | hand-written ms | dlrun ms | x | hand-written us/row | dlrun us/row |",
                 "|---|---|---|---|---|---|"]
         for n, e in scaling["rows"].items():
             h, d = e["handwritten"], e["dlrun"]
-            out.append(f"| {int(n):,} | {h['train_ms']:.1f} | {d['train_ms']:.1f} | {d['train_ms'] / h['train_ms']:.2f} | "
+            out.append(f"| {int(n):,} | {h['train_ms']:.1f} | {d['train_ms']:.1f} | "
+                       f"{d['train_ms'] / h['train_ms']:.2f} | "
                        f"{1000 * h['train_ms'] / h['train_rows']:.2f} | {1000 * d['train_ms'] / d['train_rows']:.2f} |")
-        out += ["", f"| model.width ({scaling['width_rows']:,} rows) | hand-written ms | dlrun ms | x |", "|---|---|---|---|"]
+        out += ["", f"| model.width ({scaling['width_rows']:,} rows) | hand-written ms | dlrun ms | x |",
+                "|---|---|---|---|"]
         for w, e in scaling["widths"].items():
             h, d = e["handwritten"], e["dlrun"]
             out.append(f"| {w} | {h['train_ms']:.1f} | {d['train_ms']:.1f} | {d['train_ms'] / h['train_ms']:.2f} |")

@@ -110,7 +110,8 @@ def child_env() -> dict:
 
 def timed_run(command: list[str], cwd: Path, timeout: float = 1800) -> tuple[float, subprocess.CompletedProcess]:
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
     return time.perf_counter() - started, done
 
 
@@ -206,7 +207,7 @@ class Bench:
         code = ("import time; t0 = time.perf_counter(); from mlflow.tracking import MlflowClient; "
                 "t1 = time.perf_counter(); from dlrun.tracking.record import RunRecord; "
                 f"RunRecord({uri!r}, 'dlrun'); print(t1 - t0, time.perf_counter() - t1)")
-        wall, done = timed_run([sys.executable, "-c", code], self.store)
+        _, done = timed_run([sys.executable, "-c", code], self.store)
         if done.returncode != 0:
             raise RuntimeError(f"creating the MLflow store failed:\n{done.stderr[-2000:]}")
         imports, create = map(float, done.stdout.split()[-2:])
@@ -314,7 +315,7 @@ class Bench:
             marks_file = folder / f"marks-{repeat}.json"
             command = [sys.executable, "-c", FIXED_COST_CHILD, str(marks_file), *overrides]
             spawned = time.time()
-            wall, done = timed_run(command, folder)
+            _, done = timed_run(command, folder)
             exited = time.time()
             if done.returncode != 0:
                 raise RuntimeError(f"dlrun train (fixed cost) failed:\n{done.stderr[-3000:]}")
@@ -404,7 +405,7 @@ class Bench:
 
     def gpu(self) -> None:
         probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
-                               capture_output=True, text=True, env=child_env())
+                               capture_output=True, text=True, env=child_env(), check=False)
         if probe.stdout.strip() != "True":
             self.results["gpu"] = {"available": False, "note": "no GPU"}
             self.log("GPU: no GPU")

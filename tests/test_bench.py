@@ -39,7 +39,7 @@ def test_quick_benchmark_runs_every_section_and_writes_its_tables(tmp_path):
     before = written_by_a_run()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     done = subprocess.run([sys.executable, str(REPO / "bench" / "speed.py"), "--quick", "--out", str(out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert written_by_a_run() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
@@ -56,7 +56,8 @@ def test_quick_benchmark_runs_every_section_and_writes_its_tables(tmp_path):
         assert set(entry["ratios"]) == {"dlrun/handwritten", "lightning/handwritten"}
         assert entry["loops"]["dlrun"]["fit_seconds"] > 0
     assert results["profile"]["mlp"]["attribution_ms"]
-    assert {"dlrun --help", "dlrun configs", "dlrun train --cfg", "import pytorch_lightning, mlflow"} <= set(results["startup"])
+    startup = {"dlrun --help", "dlrun configs", "dlrun train --cfg", "import pytorch_lightning, mlflow"}
+    assert startup <= set(results["startup"])
     assert results["fixed"]["best"]["fixed_s"] > 0
     assert set(results["sweeps"]["runs"]) == {"1", "2"}
     assert set(results["pruning"]["studies"]) == {"pruned", "unpruned"}

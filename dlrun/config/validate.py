@@ -43,7 +43,7 @@ TRAINER = {
     "num_sanity_val_steps": Annotated[int, Range(ge=-1)], "log_every_n_steps": Annotated[int, Range(ge=1)],
     "accumulate_grad_batches": Annotated[int, Range(ge=1)], "gradient_clip_val": Optional[NonNegative],
     "gradient_clip_algorithm": Optional[str], "deterministic": Union[bool, str], "benchmark": Optional[bool],
-    "enable_progress_bar": bool, "enable_model_summary": bool, "detect_anomaly": bool,
+    "enable_progress_bar": Optional[bool], "enable_model_summary": bool, "detect_anomaly": bool,
     "overfit_batches": NonNegative, "sync_batchnorm": bool, "inference_mode": bool,
     "early_stopping": Optional[dict],  # dlrun's own: becomes Lightning's EarlyStopping callback
 }

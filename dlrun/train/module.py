@@ -47,6 +47,7 @@ class DlrunModule(pl.LightningModule):
         self.register_buffer("target_scale", target_scale if target_scale is not None else torch.ones(1))
         self.metric_name = "acc" if task == "classification" else "mae"
         self.metrics = nn.ModuleDict({stage: self._metric(num_classes) for stage in ("val", "test")})
+        self._sums: dict[str, list] = {}  # stage -> [sum of loss * rows, rows] over the epoch so far
 
     def _metric(self, num_classes: int):
         import torchmetrics
@@ -79,17 +80,37 @@ class DlrunModule(pl.LightningModule):
                 f"(epoch {self.current_epoch}, batch {batch_index}). Try a smaller optim.lr, "
                 "gradient clipping (trainer.gradient_clip_val=1.0), or check the data for extreme values."
             )
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
+        self._add_to_epoch_loss("train", loss, len(x), batch_index)
         return loss
+
+    def _add_to_epoch_loss(self, stage: str, loss: torch.Tensor, rows: int, batch_index: int) -> None:
+        """The epoch's mean loss, weighted by rows, logged once at its last batch: one self.log per
+        step costs Lightning more than a small model's step (see bench/speed.py)."""
+        total = self._sums.get(stage) if batch_index else None
+        loss_rows = loss.detach() * rows
+        self._sums[stage] = [loss_rows, rows] if total is None else [total[0] + loss_rows, total[1] + rows]
+        if self._last_batch(stage, batch_index):
+            summed, count = self._sums.pop(stage)
+            self.log(f"{stage}/loss", summed / count, on_step=False, on_epoch=True, sync_dist=True)
+
+    def _last_batch(self, stage: str, batch_index: int) -> bool:
+        trainer = self._trainer
+        if trainer is None:  # a step called outside fit (tests): every batch is the last
+            return True
+        counts = {"train": trainer.num_training_batches, "val": trainer.num_val_batches,
+                  "test": trainer.num_test_batches}[stage]
+        last = counts[0] if isinstance(counts, list) else counts
+        return batch_index + 1 >= last
 
     def _not_finite_anywhere(self, loss: torch.Tensor) -> bool:
         """A non-finite loss on any rank stops every rank (one rank alone stopping would hang the rest)."""
         bad = not bool(torch.isfinite(loss))
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         return bad
 
-    def _evaluate(self, batch, stage: str):
+    def _evaluate(self, batch, stage: str, batch_index: int):
         x, y = batch
         outputs = self.net(x)
         loss = self.loss_fn(outputs, y)
@@ -99,14 +120,15 @@ class DlrunModule(pl.LightningModule):
             metric.update(predicted, y)
         else:
             metric.update(outputs * self.target_scale, y * self.target_scale)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
-        self.log(f"{stage}/{self.metric_name}", metric, on_step=False, on_epoch=True, batch_size=len(x))
+        self._add_to_epoch_loss(stage, loss, len(x), batch_index)
+        if self._last_batch(stage, batch_index):  # the metric object accumulates every batch; computed once
+            self.log(f"{stage}/{self.metric_name}", metric, on_step=False, on_epoch=True)
 
     def validation_step(self, batch, batch_index):
-        self._evaluate(batch, "val")
+        self._evaluate(batch, "val", batch_index)
 
     def test_step(self, batch, batch_index):
-        self._evaluate(batch, "test")
+        self._evaluate(batch, "test", batch_index)
 
     def configure_optimizers(self):
         optimizer = self.make_optimizer(self.net.parameters())

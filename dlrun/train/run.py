@@ -193,6 +193,10 @@ def _trainer(pl, run: RunConfig, task: str, extra_callbacks: list | None = None)
     if early_stopping is not None:
         callbacks.append(early_stopping)
     options = {"enable_model_summary": False, **{k: v for k, v in run.trainer.items() if k != "early_stopping"}}
+    if options.get("enable_progress_bar") is None:
+        import sys
+
+        options["enable_progress_bar"] = sys.stdout.isatty()
     if options.get("strategy") == "ddp":
         from datetime import timedelta
 

@@ -170,7 +170,7 @@ def test_bce_module_scores_accuracy_from_the_sign_of_its_logit():
         net.bias.zero_()
     module = DlrunModule(net, _loss(2, "loss=bce"), lambda p: torch.optim.SGD(p, lr=0.1), "classification", 2)
     x, y = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [2.0, 0.0], [-2.0, 0.0]]), torch.tensor([1, 0, 0, 0])
-    module._evaluate((x, y), "val")
+    module._evaluate((x, y), "val", 0)
     assert module.metrics["val"].compute().item() == pytest.approx(0.75)
 
 
