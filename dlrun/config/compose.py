@@ -97,7 +97,7 @@ def _load(roots, overrides, parsed, groups):
     loader = ConfigLoaderImpl(config_search_path=search_path)
     try:
         return loader.load_configuration(PRIMARY, list(overrides), run_mode=RunMode.RUN, from_shell=False)
-    except (HydraException, OmegaConfBaseException) as error:
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError) as error:  # Hydra raises all of these
         raise ConfigError(_explain(error, parsed, groups, loader)) from None
 
 
