@@ -78,6 +78,7 @@ def _check_group_choices(parsed, groups: dict[str, dict[str, Path]]) -> None:
 
 
 def _load(roots, overrides, parsed, groups):
+    import yaml
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
     from hydra.errors import HydraException
@@ -97,6 +98,9 @@ def _load(roots, overrides, parsed, groups):
     loader = ConfigLoaderImpl(config_search_path=search_path)
     try:
         return loader.load_configuration(PRIMARY, list(overrides), run_mode=RunMode.RUN, from_shell=False)
+    except yaml.YAMLError as error:  # a syntax error, or a python tag that the safe loader refuses
+        raise ConfigError(f"a config file is not valid YAML (python tags are refused): {' '.join(str(error).split())}"
+                          " Fix that file.") from None
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as error:  # Hydra raises all of these
         raise ConfigError(_explain(error, parsed, groups, loader)) from None
 
