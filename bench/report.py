@@ -18,7 +18,8 @@ def _biggest(seconds: dict[str, float]) -> list[tuple[str, float]]:
     return sorted(seconds.items(), key=lambda kv: -kv[1])
 
 
-def _get(results: dict, *keys):
+def get_path(results: dict, *keys):
+    """results[k1][k2]..., or None where a key is missing."""
     for key in keys:
         if not isinstance(results, dict) or key not in results:
             return None
@@ -39,25 +40,25 @@ def targets(results: dict) -> list[dict]:
 
     loops = results.get("loops") or {}
     for kind, label in (("train", "training batches"), ("epoch", "whole epoch: + validation, checkpoints, logging")):
-        ratios = {m: _get(loops, m, "ratios", "dlrun/handwritten", kind) for m in ("cnn", "mlp")}
+        ratios = {m: get_path(loops, m, "ratios", "dlrun/handwritten", kind) for m in ("cnn", "mlp")}
         figure = ", ".join(f"{MODEL_NAMES[m]} {_f(r)}x" for m, r in ratios.items())
         met = None if None in ratios.values() else all(r <= 1.10 for r in ratios.values())
         add(f"dlrun per-epoch time <= 1.10x the hand-written loop, both models ({label})", figure, met)
 
     startup = results.get("startup") or {}
     for name, limit in (("dlrun --help", 0.3), ("dlrun configs", 0.3), ("dlrun train --cfg", 1.0)):
-        value = _get(startup, name, "median_s")
+        value = get_path(startup, name, "median_s")
         add(f"`{name}` under {limit} s", f"{_f(value)} s", None if value is None else value < limit)
 
     fixed = results.get("fixed") or {}
-    cost, imports = _get(fixed, "best", "fixed_s"), fixed.get("import_pl_mlflow_s")
+    cost, imports = get_path(fixed, "best", "fixed_s"), fixed.get("import_pl_mlflow_s")
     add("fixed cost of `dlrun train` <= 2 s over `import pytorch_lightning, mlflow`",
-        f"{_f(cost)} s (start to first batch {_f(_get(fixed, 'best', 'start_to_first_batch_s'))} s + last batch to "
-        f"exit {_f(_get(fixed, 'best', 'last_batch_to_exit_s'))} s); imports {_f(imports)} s; over: "
+        f"{_f(cost)} s (start to first batch {_f(get_path(fixed, 'best', 'start_to_first_batch_s'))} s + last batch to "
+        f"exit {_f(get_path(fixed, 'best', 'last_batch_to_exit_s'))} s); imports {_f(imports)} s; over: "
         f"{_f(None if None in (cost, imports) else cost - imports)} s",
         None if None in (cost, imports) else cost - imports <= 2.0,
         "existing MLflow store; a first run in an empty folder adds the store's creation "
-        f"({_f(_get(results, 'store', 'create_seconds'))} s)")
+        f"({_f(get_path(results, 'store', 'create_seconds'))} s)")
 
     for scope, label in (("during_fit", "per-epoch metrics, during fit"), ("whole_run", "everything the run logs")):
         shares = {m: mlflow_share(loops.get(m), scope) for m in ("cnn", "mlp")}
@@ -65,7 +66,7 @@ def targets(results: dict) -> list[dict]:
         met = None if None in shares.values() else all(s <= 0.05 for s in shares.values())
         add(f"MLflow logging <= 5% of training time ({label}; training time = fit time)", figure, met)
 
-    lin = _get(results, "scaling", "linearity", "dlrun")
+    lin = get_path(results, "scaling", "linearity", "dlrun")
     if lin:
         per_row = ", ".join(f"{int(n):,} rows {_f(v, '.2f')} us/row" for n, v in lin["us_per_row"].items())
         ratio = lin["largest_vs_next"]
@@ -78,12 +79,12 @@ def targets(results: dict) -> list[dict]:
     saving, gap = pruning.get("fit_saving"), pruning.get("best_gap_points")
     studies = pruning.get("studies") or {}
     add(f"a pruned study of {pruning.get('trials', 20)} trials spends >= 40% less training time than unpruned",
-        f"{_pct(saving)} less (fit {_f(_get(studies, 'pruned', 'fit_seconds'), '.1f')} s vs "
-        f"{_f(_get(studies, 'unpruned', 'fit_seconds'), '.1f')} s; epochs {_pct(pruning.get('epoch_saving'))} fewer)",
+        f"{_pct(saving)} less (fit {_f(get_path(studies, 'pruned', 'fit_seconds'), '.1f')} s vs "
+        f"{_f(get_path(studies, 'unpruned', 'fit_seconds'), '.1f')} s; epochs {_pct(pruning.get('epoch_saving'))} fewer)",
         None if saving is None else saving >= 0.40)
     add("its best value within 0.5 points of the unpruned study's",
-        f"val/acc {_f(_get(studies, 'pruned', 'best_value'), '.4f')} vs "
-        f"{_f(_get(studies, 'unpruned', 'best_value'), '.4f')}: "
+        f"val/acc {_f(get_path(studies, 'pruned', 'best_value'), '.4f')} vs "
+        f"{_f(get_path(studies, 'unpruned', 'best_value'), '.4f')}: "
         f"{_f(gap, '.2f')} points", None if gap is None else (gap <= 0.5 or pruning.get("pruned_better_or_equal")))
     return rows
 
@@ -91,7 +92,7 @@ def targets(results: dict) -> list[dict]:
 def mlflow_share(model: dict | None, scope: str) -> float | None:
     """MLflow time over fit time for a model's dlrun loop: the per-epoch log_batch calls during fit,
     or every RunRecord call of the run (store opening, run creation, params, artifacts, checkpoints, model)."""
-    dl = _get(model, "loops", "dlrun") if model else None
+    dl = get_path(model, "loops", "dlrun") if model else None
     if not dl or not dl.get("fit_seconds"):
         return None
     if scope == "during_fit":
@@ -383,7 +384,7 @@ def markdown(results: dict) -> str:
     else:
         out += ["| model | hand-written samples/s | dlrun samples/s | hand-written / dlrun |", "|---|---|---|---|"]
         for model, e in gpu["models"].items():
-            out.append(f"| {MODEL_NAMES[model]} | {_f(_get(e, 'handwritten', 'samples_per_s'), ',.0f')} | "
-                       f"{_f(_get(e, 'dlrun', 'samples_per_s'), ',.0f')} | {_f(e.get('ratio'))} |")
+            out.append(f"| {MODEL_NAMES[model]} | {_f(get_path(e, 'handwritten', 'samples_per_s'), ',.0f')} | "
+                       f"{_f(get_path(e, 'dlrun', 'samples_per_s'), ',.0f')} | {_f(e.get('ratio'))} |")
         out.append("")
     return "\n".join(out)

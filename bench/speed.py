@@ -261,7 +261,7 @@ class Bench:
                 self.log(f"  {model}: dlrun as is and with {len(variants) - 1} changes, {rounds} rounds in one process")
                 timed = worker(self.spec("variants", overrides, epochs, f"profile/{model}-variants",
                                          variants=variants, rounds=rounds), self.scratch)["variants"]
-                hand = _get(self.results, "loops", model, "loops", "handwritten")
+                hand = report.get_path(self.results, "loops", model, "loops", "handwritten")
                 as_is = {k: min(r[k] for r in timed[AS_IS]) for k in ("train", "epoch")}
                 for variant in variants:
                     best = {k: min(r[k] for r in timed[variant["name"]]) for k in ("train", "epoch")}
@@ -274,7 +274,7 @@ class Bench:
                         entry.update(train_ratio=entry["train_ms"] / hand["train_ms"],
                                      epoch_ratio=entry["epoch_ms"] / hand["epoch_ms"])
                     out[model]["variants"][variant["name"]] = entry
-            self.log(report.profile_text(model, out[model], _get(self.results, "loops", model)))
+            self.log(report.profile_text(model, out[model], report.get_path(self.results, "loops", model)))
         self.results["profile"] = out
 
     # -- start-up ------------------------------------------------------------------------------
@@ -427,14 +427,6 @@ class Bench:
             out["models"][model] = entry
         self.results["gpu"] = out
         self.log(report.gpu_text(out))
-
-
-def _get(results: dict, *keys):
-    for key in keys:
-        if not isinstance(results, dict) or key not in results:
-            return None
-        results = results[key]
-    return results
 
 
 def _least_tracking(runs: list[dict]) -> dict[str, float]:

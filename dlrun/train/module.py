@@ -97,8 +97,9 @@ class DlrunModule(pl.LightningModule):
         trainer = self._trainer
         if trainer is None:  # a step called outside fit (tests): every batch is the last
             return True
-        counts = {"train": trainer.num_training_batches, "val": trainer.num_val_batches,
-                  "test": trainer.num_test_batches}[stage]
+        if stage == "train":
+            return batch_index + 1 >= trainer.num_training_batches
+        counts = trainer.num_val_batches if stage == "val" else trainer.num_test_batches
         last = counts[0] if isinstance(counts, list) else counts
         return batch_index + 1 >= last
 
