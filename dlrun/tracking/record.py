@@ -42,6 +42,51 @@ def active_store(uri: str):
             os.environ["MLFLOW_TRACKING_URI"] = environment
 
 
+def experiment_id_of(client, name: str) -> str:
+    """The id of the experiment called name, created if missing. Two processes may both find it
+    missing and both create it: the loser's create fails, and the winner's experiment is taken."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+LOCKED_RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 16)
+
+
+def is_database_locked(error: BaseException) -> bool:
+    return "database is locked" in str(error)
+
+
+def retry_while_locked(call, *args, **kwargs):
+    """call(*args, **kwargs), tried again with a growing pause while SQLite says "database is locked".
+
+    MLflow's SQLite store waits 20 s for a lock (busy_timeout) and then fails; many processes
+    writing to one store (a sweep with n_jobs, concurrent runs) can wait longer than that.
+    """
+    import sys
+    import time
+
+    for delay in LOCKED_RETRY_DELAYS_S:
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            if not is_database_locked(error):
+                raise
+            print(f"dlrun: the tracking store is locked by another process; trying again in {delay} s.",
+                  file=sys.stderr)
+            time.sleep(delay)
+    return call(*args, **kwargs)
+
+
 def _create_sqlite_store_whole(uri: str) -> None:
     """Create a new SQLite store aside and move it in place once its tables exist.
 
@@ -86,8 +131,7 @@ class RunRecord:
         _create_sqlite_store_whole(uri)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = retry_while_locked(experiment_id_of, self.client, experiment)
         self.run_id: str | None = None
         self._run_name = ""
         self.local_dir: Path | None = None  # the run's local folder (OUTPUT_DIR/RUN_ID), set by train
@@ -108,18 +152,18 @@ class RunRecord:
         """A new RUNNING run with its params and tags; `source` names the dlrun command."""
         from mlflow.entities import Param, RunTag
 
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
+        run = retry_while_locked(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
         self.run_id, self._run_name = run.info.run_id, run.info.run_name
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
-        self.client.log_batch(self.run_id, tags=[RunTag("mlflow.source.name", source)])
+            retry_while_locked(self.client.log_batch, self.run_id, params=items[start : start + 100])
+        retry_while_locked(self.client.log_batch, self.run_id, tags=[RunTag("mlflow.source.name", source)])
         return self.run_id
 
     def reopen(self, run_id: str) -> str:
         """Continue an existing run: its status goes back to RUNNING."""
         self.run_id = run_id
-        self.client.update_run(run_id, status="RUNNING")
+        retry_while_locked(self.client.update_run, run_id, status="RUNNING")
         self._run_name = self.client.get_run(run_id).info.run_name
         return run_id
 
@@ -213,7 +257,7 @@ class RunRecord:
             self._not_sent.append(what)
             return
         try:
-            call(*args, **kwargs)
+            retry_while_locked(call, *args, **kwargs)
         except Exception as error:
             if not is_connection_error(error):
                 raise
@@ -228,7 +272,8 @@ class RunRecord:
         try:
             while self._unsent:
                 step, when, metrics = self._unsent[0]
-                self.client.log_batch(self.run_id, metrics=[Metric(k, v, when, step) for k, v in metrics.items()])
+                retry_while_locked(self.client.log_batch, self.run_id,
+                                   metrics=[Metric(k, v, when, step) for k, v in metrics.items()])
                 self._unsent.pop(0)
         except Exception as error:
             if not is_connection_error(error):
