@@ -70,6 +70,8 @@ def fail_dead_trials(study, store_uri: str, missing_owner_is_dead: bool) -> list
         dead = missing_owner_is_dead if owner is None else _is_dead_local(owner)
         if dead:
             study._storage.set_trial_user_attr(trial._trial_id, "dlrun_state", CRASHED)
+            study._storage.set_trial_user_attr(trial._trial_id, "message",
+                                               f"its process ({owner or 'unknown'}) died; the trial runs again")
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             _close_child_run(trial.user_attrs.get("mlflow_run_id"), store_uri)
             closed.append(trial.number)

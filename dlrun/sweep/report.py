@@ -36,7 +36,7 @@ def best_row(rows: list[TrialRow], direction: str) -> TrialRow | None:
 
 def progress_line(row: TrialRow, done: int, total: int, rows: list[TrialRow], metric: str, direction: str) -> str:
     """`[3/8] trial 2  complete  val/acc=0.95  best=0.96 (trial 1)  optim=adam  [12.3s, 5 epochs]`: 3 of 8 done."""
-    value = f"{metric}={row.value:.4g}" if row.value is not None else row.message.splitlines()[0][:160]
+    value = f"{metric}={row.value:.4g}" if row.value is not None else (row.message.splitlines() or ["-"])[0][:160]
     best = best_row(rows, direction)
     best_text = f"best={best.value:.4g} (trial {best.number})" if best else "best=-"
     return (f"[{done}/{total}] trial {row.number}  {row.state:<8}  {value}  {best_text}  "

@@ -82,11 +82,12 @@ def run_study(spec: SweepSpec, options: Options, echo: Callable[[str], None]) ->
             parent.finish(budget.rows_of(session.study), session.metric, session.direction, "KILLED")
         raise Interrupted(f"the study '{session.name}' was interrupted; the trials done are kept in "
                           f"{session.storage_url}. Run the same command again to resume it.") from None
+    if not options.worker:  # a worker killed after its last claim left its trial RUNNING
+        budget.fail_dead_trials(session.study, session.store_uri, missing_owner_is_dead=False)
     rows = budget.rows_of(session.study)
     result = SweepResult(session.parent_run_id, rows, session.metric, session.direction, session.base,
                          options.config_dir)
     if not options.worker:
-        budget.fail_dead_trials(session.study, session.store_uri, missing_owner_is_dead=False)
         parent.finish(rows, session.metric, session.direction, "FINISHED", _importances(session.study))
         if rows and all(r.state not in (COMPLETE, PRUNED) for r in rows):
             echo(result.summary())

@@ -3,6 +3,7 @@ survive failing trials, prune, resume after a kill, and share one study among wo
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -314,3 +315,32 @@ def test_a_database_storage_holds_the_study(workdir):
 
     study = optuna.load_study(study_name="rdb", storage="sqlite:///study.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+
+
+def test_a_killed_worker_leaves_the_others_going_and_its_trial_is_run_again(workdir):
+    write_sweep(workdir, "workers", STUDY.format(epochs=150, n_trials=4, sampler="random", pruner="none",
+                                                 params="  optim.lr: tag(log, interval(1e-3, 1e-1))"))
+    process = subprocess.Popen([*dlrun_command(), "sweep", "workers.yaml", "--n-jobs", "2"], cwd=workdir,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_training_trial(workdir, "workers", process)
+    (victim,) = [t for t in open_study(workdir, "workers").trials
+                 if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs][:1]
+    worker_pid = int(victim.user_attrs["dlrun_owner"].rpartition(":")[2])
+    os.kill(worker_pid, signal.SIGKILL)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, out + err
+    assert "exited with code -9" in out + err  # the user is told which worker died and where its log is
+
+    study = open_study(workdir, "workers")
+    killed = next(t for t in study.trials if t.number == victim.number)
+    assert killed.state.name == "FAIL" and killed.user_attrs["dlrun_state"] == "crashed"
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 4  # the other worker re-spent its budget
+    client, runs = mlflow_runs(workdir / "mlflow.db")
+    assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    (parent,) = parents(runs)
+    assert parent.info.status == "FINISHED"
+    assert all(r.info.status != "RUNNING" for r in runs)
+
+    again = run_dlrun("sweep", "workers.yaml", "--n-jobs", "2", cwd=workdir)  # the study resumes: nothing left
+    assert again.returncode == 0, again.stderr
+    assert sum(t.state.name == "COMPLETE" for t in open_study(workdir, "workers").trials) == 4
