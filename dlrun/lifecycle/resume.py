@@ -32,9 +32,40 @@ def resume(run_id: str, overrides: list[str] | None = None, uri: str | None = No
                      resume=Resume(stored.checkpoint("last"), run_id=None))
     if status not in RESUMABLE:
         raise ConfigError(f"run {run_id} is {status}; only {', '.join(RESUMABLE)} runs can be resumed.")
+    _refuse_if_still_running(stored.run)
     if overrides:
         raise ConfigError("an interrupted run resumes with its own config; overrides apply only to FINISHED runs.")
     run = stored.run_config()
     if uri:
         run.config["tracking"]["uri"] = uri
-    return train(run, resume=Resume(stored.checkpoint("last"), run_id=run_id))
+    return train(run, resume=Resume(_last_checkpoint(stored), run_id=run_id))
+
+
+def _last_checkpoint(stored):
+    """The run's last.ckpt; None (train from step 0) for a run stopped before it trained an epoch or saved
+    one. A run that logged epochs but whose checkpoint is gone cannot continue exactly: RunNotFound."""
+    import sys
+
+    from dlrun.lifecycle.stored import RunNotFound
+
+    try:
+        return stored.checkpoint("last")
+    except RunNotFound:
+        if stored.run.data.metrics:
+            raise
+    print(f"dlrun: run {stored.run_id} stopped before its first checkpoint; it trains from step 0, "
+          "in the same run.", file=sys.stderr)
+    return None
+
+
+def _refuse_if_still_running(run) -> None:
+    """Two processes writing one run would mix their metrics and checkpoints: a RUNNING run resumes only
+    once the process that runs it is gone (checked on this host; another host's process cannot be)."""
+    from dlrun.processes import runs_here
+    from dlrun.tracking.record import PROCESS_TAG
+
+    owner = run.data.tags.get(PROCESS_TAG)
+    if run.info.status == "RUNNING" and owner and runs_here(owner):
+        raise ConfigError(f"run {run.info.run_id} is still running, in process {owner}. Stop it first "
+                          f"(Ctrl-C there, or kill {owner.rpartition(':')[2]}), then resume it.")
+

@@ -41,6 +41,9 @@ def runs_table(experiment: str = "dlrun", filter_string: str = "", sort: str = "
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  " + header[-1]]
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    if any(row[1] == LOST for row in rows):
+        lines.append(f"{LOST}: recorded as RUNNING, but the process that ran it is gone; its last checkpoint "
+                     "continues with: dlrun resume RUN_ID")
     return "\n".join(lines)
 
 
@@ -50,4 +53,17 @@ def _row(run) -> list[str]:
     duration = f"{(info.end_time - info.start_time) / 1000:.0f}s" if info.end_time and info.start_time else "-"
     choices = " ".join(f"{g}={params[g]}" for g in GROUPS if g in params)
     shown = "  ".join(f"{m}={metrics[m]:.4f}" for m in MAIN_METRICS if m in metrics)
-    return [info.run_id, info.status, start, duration, choices, shown]
+    return [info.run_id, _true_status(run), start, duration, choices, shown]
+
+
+LOST = "LOST"
+
+
+def _true_status(run) -> str:
+    """MLflow's status, except that a RUNNING run whose process on this host is gone (killed with
+    SIGKILL, out of memory, a crash of the machine) is LOST: nothing will ever close it."""
+    from dlrun.processes import is_gone
+    from dlrun.tracking.record import PROCESS_TAG
+
+    owner = run.data.tags.get(PROCESS_TAG)
+    return LOST if run.info.status == "RUNNING" and owner and is_gone(owner) else run.info.status

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import socket
 import tempfile
 from pathlib import Path
 
+from dlrun.processes import is_gone, this_process
 from dlrun.sweep.report import TrialRow
 
-OWNER = f"{socket.gethostname()}:{os.getpid()}"
 # Why a FAIL trial failed (user attr dlrun_state): only "failed" spends budget.
 FAILED, CRASHED, INTERRUPTED, SURPLUS = "failed", "crashed", "interrupted", "surplus"
 
@@ -40,7 +38,7 @@ def claim(study, n_trials: int, lock_path: Path, store_uri: str):
         if sum(counts(t) for t in study.get_trials(deepcopy=False)) >= n_trials:
             return None
         trial = study.ask()
-        trial.set_user_attr("dlrun_owner", OWNER)
+        trial.set_user_attr("dlrun_owner", this_process())
     ranked = sorted(t.number for t in study.get_trials(deepcopy=False) if counts(t))
     if trial.number not in ranked[:n_trials]:  # another machine claimed the last place first
         trial.set_user_attr("dlrun_state", SURPLUS)
@@ -67,7 +65,7 @@ def fail_dead_trials(study, store_uri: str, missing_owner_is_dead: bool) -> list
     closed = []
     for trial in running(study):
         owner = trial.user_attrs.get("dlrun_owner")
-        dead = missing_owner_is_dead if owner is None else _is_dead_local(owner)
+        dead = missing_owner_is_dead if owner is None else is_gone(owner)
         if dead:
             study._storage.set_trial_user_attr(trial._trial_id, "dlrun_state", CRASHED)
             study._storage.set_trial_user_attr(trial._trial_id, "message",
@@ -116,26 +114,6 @@ def _file_lock(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _is_dead_local(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(int(pid))
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
-    except OSError:
-        return False
 
 
 def _close_child_run(run_id: str | None, store_uri: str) -> None:

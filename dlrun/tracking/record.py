@@ -6,6 +6,7 @@ built, so that bad input never leaves a half-written run behind.
 
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,9 @@ def active_store(uri: str):
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = environment
+
+
+PROCESS_TAG = "dlrun.process"  # host:pid of the process that writes the run
 
 
 def experiment_id_of(client, name: str) -> str:
@@ -111,6 +115,29 @@ def _create_sqlite_store_whole(uri: str) -> None:
         partial.unlink()
 
 
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+STORAGE_MESSAGES = ("No space left on device", "Disk quota exceeded", "Permission denied", "Read-only file system")
+
+
+def is_storage_error(error: BaseException) -> bool:
+    """True for a write the storage refused: a full disk, a quota, no permission, a read-only file system
+    (locally, as OSError; from a tracking server's artifact store, in its message)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:  # MLflow may wrap the OSError
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+            return True
+        if any(mark in str(error) for mark in STORAGE_MESSAGES):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200] if text else ''}"
+
+
 class RunRecord:
     """One MLflow run, written through MlflowClient so nothing depends on global state.
 
@@ -140,6 +167,8 @@ class RunRecord:
         self._not_sent: list[str] = []  # artifacts and tags given up on
         self._retry_at = 0.0
         self._saved_locally: list[str] = []
+        self.refused: list[str] = []  # artifacts the artifact store refused (disk full, no permission)
+        self.refusal: str | None = None  # the first such error, as the user should read it
 
     def start(self, name: str, params: dict[str, str], tags: dict[str, str], config_yaml: str,
               overrides: list[str]) -> str:
@@ -152,6 +181,9 @@ class RunRecord:
         """A new RUNNING run with its params and tags; `source` names the dlrun command."""
         from mlflow.entities import Param, RunTag
 
+        from dlrun.processes import this_process
+
+        tags = {**tags, PROCESS_TAG: this_process()}  # tells `dlrun runs` when a RUNNING run lost its process
         run = retry_while_locked(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
         self.run_id, self._run_name = run.info.run_id, run.info.run_name
         items = [Param(k, v) for k, v in params.items()]
@@ -162,8 +194,11 @@ class RunRecord:
 
     def reopen(self, run_id: str) -> str:
         """Continue an existing run: its status goes back to RUNNING."""
+        from dlrun.processes import this_process
+
         self.run_id = run_id
         retry_while_locked(self.client.update_run, run_id, status="RUNNING")
+        retry_while_locked(self.client.set_tag, run_id, PROCESS_TAG, this_process())
         self._run_name = self.client.get_run(run_id).info.run_name
         return run_id
 
@@ -173,7 +208,7 @@ class RunRecord:
         return self._run_name
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._send(artifact_file, self.client.log_text, self.run_id, text, artifact_file)
+        self._store(artifact_file, self.client.log_text, self.run_id, text, artifact_file)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.utils.time import get_current_time_millis
@@ -190,8 +225,8 @@ class RunRecord:
 
     def log_file(self, path: Path | str, artifact_path: str | None = None) -> None:
         """One local file as an artifact, under artifact_path (plots/learning_curves.png)."""
-        self._send(f"{artifact_path or '.'}/{Path(path).name}", self.client.log_artifact, self.run_id, str(path),
-                   artifact_path)
+        self._store(f"{artifact_path or '.'}/{Path(path).name}", self.client.log_artifact, self.run_id, str(path),
+                    artifact_path)
 
     def metric_history(self, keys: list[str]) -> list[dict[str, float]]:
         """The run's per-epoch values of keys as stored (index = step = epoch, {} where none was logged);
@@ -204,11 +239,12 @@ class RunRecord:
 
     def log_checkpoints(self, folder: Path) -> None:
         if folder.is_dir() and any(folder.iterdir()):
-            self._send("checkpoints/", self.client.log_artifacts, self.run_id, str(folder), "checkpoints")
+            self._store("checkpoints/", self.client.log_artifacts, self.run_id, str(folder), "checkpoints")
 
-    def log_model(self, model: Any, input_example, requirements: list[str]) -> str:
-        """Log the serving module as an MLflow 3 LoggedModel named 'model'; its URI. With the
-        server gone, the model is saved in the run's local folder instead, and that path returned."""
+    def log_model(self, model: Any, input_example, requirements: list[str]) -> str | None:
+        """Log the serving module as an MLflow 3 LoggedModel named 'model'; its URI. With the server
+        gone or the artifact store refusing it (disk full, no permission), the model is saved in the
+        run's local folder instead and that path returned; None if that fails too."""
         import mlflow
         import mlflow.pytorch
 
@@ -223,11 +259,28 @@ class RunRecord:
                 self.set_tags({"dlrun.model_uri": info.model_uri})
                 return info.model_uri
             except Exception as error:
-                if not is_connection_error(error):
+                if is_storage_error(error):
+                    self._refuse("model", error)
+                elif is_connection_error(error):
+                    self._go_offline(error)
+                else:
                     raise
-                self._go_offline(error)
+        return self._save_model_locally(model, input_example, requirements)
+
+    def _save_model_locally(self, model: Any, input_example, requirements: list[str]) -> str | None:
+        import shutil
+
+        import mlflow.pytorch
+
         local = (self.local_dir or Path.cwd()) / "model"
-        mlflow.pytorch.save_model(model, str(local), input_example=input_example, pip_requirements=requirements)
+        shutil.rmtree(local, ignore_errors=True)  # a model saved by an earlier, failed attempt of this run
+        try:
+            mlflow.pytorch.save_model(model, str(local), input_example=input_example, pip_requirements=requirements)
+        except Exception as error:
+            if not is_storage_error(error):
+                raise
+            self._refuse(f"a local copy of the model in {local} ({_first_line(error)})", error)
+            return None
         self._saved_locally.append(f"the model in {local}")
         return str(local)
 
@@ -263,6 +316,28 @@ class RunRecord:
                 raise
             self._go_offline(error)
             self._not_sent.append(what)
+
+    def _store(self, what: str, call, *args, **kwargs) -> None:
+        """An artifact write: an artifact store that refuses it (disk full, no permission) does not stop
+        training; the refusal is kept (`refused`, `refusal`) and the caller decides the run's status."""
+        try:
+            self._send(what, call, *args, **kwargs)
+        except Exception as error:
+            if not is_storage_error(error):
+                raise
+            self._refuse(what, error)
+
+    def artifact_location(self) -> str:
+        """Where the run's artifacts go (its artifact URI), for messages."""
+        try:
+            return self.client.get_run(self.run_id).info.artifact_uri
+        except Exception:  # a message must not fail on the server that refused
+            return "the run's artifact store"
+
+    def _refuse(self, what: str, error: BaseException) -> None:
+        self.refused.append(what)
+        if self.refusal is None:
+            self.refusal = _first_line(error)
 
     def _send_metrics(self) -> None:
         from mlflow.entities import Metric

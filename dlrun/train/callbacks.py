@@ -62,9 +62,16 @@ class StopOnSignal(pl.Callback):
             raise KeyboardInterrupt
         self.requested = True
 
+    def on_sanity_check_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._take_sigterm()
+
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        # Lightning installs its own SIGTERM handler when fit starts, which exits with
-        # status 0 and no checkpoint; SIGTERM must stop the way Ctrl-C does.
+        self._take_sigterm()
+
+    def _take_sigterm(self) -> None:
+        # Lightning installs its own SIGTERM handler when fit starts, which ends fit with
+        # exit status 0 and no checkpoint (during the sanity check too); SIGTERM must stop
+        # the way Ctrl-C does.
         import signal
         import threading
 

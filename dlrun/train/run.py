@@ -6,13 +6,13 @@ input (data, model shapes, loss fit) happens before the MLflow run is created.
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError, DlrunError, TrainingFailed
+from dlrun.train.signals import signals_deferred, signals_ignored, signals_raise, stop_on_signals
 
 
 class Interrupted(DlrunError):
@@ -23,9 +23,10 @@ class Interrupted(DlrunError):
 
 @dataclass(frozen=True)
 class Resume:
-    """Where a resumed training continues: a checkpoint, and the MLflow run to continue (None: a new run)."""
+    """Where a resumed training continues: a checkpoint (None: from step 0, for a run stopped before its
+    first checkpoint), and the MLflow run to continue (None: a new run)."""
 
-    checkpoint: Path
+    checkpoint: Path | None
     run_id: str | None
 
 
@@ -70,19 +71,52 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
     import pytorch_lightning as pl
 
     from dlrun.train.distributed import global_rank
-    from dlrun.train.setup import make_loaders, prepare
 
     rank = global_rank()
+    record = trainer = None
+    signals = signals_raise()  # outside fit, SIGTERM stops as Ctrl-C does
+    try:
+        with signals:
+            prepared, trainer, epoch_logger, interrupt_saver = _prepare(pl, run, rank, callbacks)
+            with signals_deferred() as creating:  # a signal waits until the run is whole: none half-written
+                record, _ = _open_record(run, prepared.data, rank, resume, extra_tags, rank_run_id)
+            if creating.received:
+                raise KeyboardInterrupt
+            return _train_recorded(pl, run, prepared, trainer, epoch_logger, interrupt_saver, record, resume,
+                                   on_start, rank)
+    except (KeyboardInterrupt, SystemExit) as stop:  # before fit (no checkpoint), or after it (test, model)
+        if isinstance(stop, SystemExit) and not signals.received:  # Lightning turns Ctrl-C in test into exit 1
+            raise
+        if record is None:
+            raise Interrupted("interrupted before training started; no run was recorded.") from None
+        raise _killed(record, _checkpoint_dir(run, record.run_id), "before training started"
+                      if trainer.global_step == 0 else f"after training, at step {trainer.global_step}") from None
+
+
+def _prepare(pl, run: RunConfig, rank: int, callbacks: list | None):
+    """Data, model and Trainer, all checked before any MLflow run exists."""
+    from dlrun.train.setup import prepare
+
     prepared = prepare(run)
-    data, module = prepared.data, prepared.module
     if rank:  # the model is built, identical on every rank; dropout and augmentation differ per rank
         pl.seed_everything(run.seed + rank, verbose=False)
+    trainer, epoch_logger, interrupt_saver = _trainer(pl, run, prepared.data.task, callbacks or [])
+    return prepared, trainer, epoch_logger, interrupt_saver
 
-    trainer, epoch_logger, interrupt_saver = _trainer(pl, run, data.task, callbacks or [])
-    record, run_id = _open_record(run, data, rank, resume, extra_tags, rank_run_id)
+
+def _checkpoint_dir(run: RunConfig, run_id: str) -> Path:
+    return Path(run.config["output_dir"]) / run_id / "checkpoints"
+
+
+def _train_recorded(pl, run: RunConfig, prepared, trainer, epoch_logger, interrupt_saver, record,
+                    resume: Resume | None, on_start, rank: int) -> TrainResult:
+    """Everything once the MLflow run exists: fit, test, plots, checkpoints, model, the run closed."""
+    from dlrun.train.setup import make_loaders
+
+    data, module, run_id = prepared.data, prepared.module, record.run_id
+    checkpoint_dir = _checkpoint_dir(run, run_id)
     if on_start is not None and not rank:
         on_start(run_id)
-    checkpoint_dir = Path(run.config["output_dir"]) / run_id / "checkpoints"
     epoch_logger.record = record
     record.local_dir = checkpoint_dir.parent.resolve()
     trainer.checkpoint_callback.dirpath = str(checkpoint_dir)
@@ -109,10 +143,40 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
     model_uri = None
     if run.tracking["log_model"]:
         model_uri = record.log_model(_serving_model(data, module.net), data.raw_example, _requirements())
+    if record.refused:
+        record.end("FAILED")
+        raise _not_stored(record, checkpoint_dir, model_uri)
     record.end("FINISHED")
     return TrainResult(run_id, record.run_name, record.uri, test_metrics, trainer.current_epoch,
                        checkpoint_dir, model_uri, data.fingerprint, run.choices, epoch_logger.history, fit_seconds,
                        rank, world_size, run.data["batch_size"], record.note())
+
+
+def _killed(record, checkpoint_dir: Path, when: str) -> Interrupted:
+    """A signal outside fit: the run is closed as KILLED (ignoring further signals, which would leave it
+    RUNNING), its checkpoints uploaded; the error that says where the checkpoint is and how to continue."""
+    with signals_ignored():
+        record.log_checkpoints(checkpoint_dir)
+        record.end("KILLED")
+    last = checkpoint_dir / "last.ckpt"
+    if last.is_file():
+        return Interrupted(f"interrupted {when}; run {record.run_id} is marked KILLED, its checkpoint is {last}. "
+                           f"Continue it: dlrun resume {record.run_id}")
+    return Interrupted(f"interrupted {when}; run {record.run_id} is marked KILLED, with no checkpoint yet. "
+                       f"Continue it from step 0: dlrun resume {record.run_id}")
+
+
+def _not_stored(record, checkpoint_dir: Path, model_uri: str | None) -> TrainingFailed:
+    """Training worked but the artifact store refused its files (disk full, no permission): the run is
+    FAILED, since a FINISHED run must hold its checkpoints and model; the weights stay on this disk."""
+    kept = [f"checkpoints in {checkpoint_dir.resolve()}"]
+    if model_uri and Path(model_uri).is_dir():
+        kept.append(f"the model in {model_uri}")
+    return TrainingFailed(
+        f"training finished, but the run's artifacts could not be stored: {record.refusal} "
+        f"(not stored: {', '.join(record.refused)}). Run {record.run_id} is marked FAILED. The trained weights "
+        f"are on this disk: {'; '.join(kept)}. Free space in (or allow writing to) {record.artifact_location()}, "
+        f"then `dlrun resume {record.run_id}` stores them and marks the run FINISHED.")
 
 
 def _open_record(run: RunConfig, data, rank: int, resume: Resume | None, extra_tags: dict | None,
@@ -131,6 +195,11 @@ def _open_record(run: RunConfig, data, rank: int, resume: Resume | None, extra_t
     run_id = record.start(_run_name(run), _params(run), {**_tags(run, data), **(extra_tags or {})},
                           _config_yaml(run), run.overrides)
     record.log_text(_data_info(data), "data.json")
+    if record.refused:  # without its config.yaml, the run could be neither resumed nor reproduced
+        record.end("FAILED")
+        raise TrainingFailed(f"the run's files could not be stored: {record.refusal} (not stored: "
+                             f"{', '.join(record.refused)}). Run {run_id} is marked FAILED before training. "
+                             f"Free space in (or allow writing to) {record.artifact_location()} and train again.")
     return record, run_id
 
 
@@ -142,13 +211,16 @@ def _fit(trainer, module, loaders, resume: Resume | None, record, interrupt_save
     run_id, checkpoint_dir = record.run_id, interrupt_saver.path.parent
     started = time.perf_counter()
     try:
-        with _signals_stop(interrupt_saver):
+        with stop_on_signals(interrupt_saver):
             trainer.fit(module, loaders["train"], loaders["val"], weights_only=True,
-                        ckpt_path=str(resume.checkpoint) if resume else None)
+                        ckpt_path=str(resume.checkpoint) if resume and resume.checkpoint else None)
     except TrainingFailed as failure:
         record.log_checkpoints(checkpoint_dir)
         record.end("FAILED")
-        raise TrainingFailed(f"{failure} The run {run_id} is marked FAILED; checkpoints so far: {checkpoint_dir}") from None
+        last = interrupt_saver.path
+        saved = (f"the last good checkpoint is {last}" if last.is_file()
+                 else "no checkpoint was saved before it")
+        raise TrainingFailed(f"{failure} The run {run_id} is marked FAILED; {saved}.") from None
     except SystemExit:
         # Lightning turns Ctrl-C into sys.exit(1) after its on_exception hooks ran.
         if not interrupt_saver.interrupted:
@@ -278,28 +350,6 @@ def _config_yaml(run: RunConfig) -> str:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(OmegaConf.create(run.config))
-
-
-class _signals_stop:
-    """SIGINT and SIGTERM ask `stopper` to stop at the next batch boundary."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, stopper):
-        self.stopper = stopper
-        self.previous: dict = {}
-
-    def __enter__(self):
-        try:
-            self.previous = {s: signal.signal(s, self.stopper.request) for s in self.SIGNALS}
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous = {}
-        return self
-
-    def __exit__(self, *exc):
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-        return False
 
 
 def _training_position(trainer) -> tuple[int, int]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import pytest
 from typer.testing import CliRunner
 
 from dlrun.cli import app
-from tests.conftest import run_dlrun
+from tests.conftest import dlrun_command, mlflow_runs, run_dlrun
 
 runner = CliRunner()
 
@@ -54,3 +57,36 @@ def test_runs_without_a_store_creates_none(workdir):
     result = runner.invoke(app, ["runs"])
     assert result.exit_code == 2 and "no MLflow store" in result.output
     assert not (workdir / "mlflow.db").exists()
+
+
+def test_a_run_whose_process_was_killed_outright_shows_as_lost_and_resumes_once_it_is_gone(workdir):
+    process = subprocess.Popen([*dlrun_command(), "train", "trainer.max_epochs=8",
+                                "trainer.enable_progress_bar=false", "tracking.log_model=false"],
+                               cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((workdir / "outputs").glob("*/checkpoints/last.ckpt")):
+            assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.2)
+        alive = run_dlrun("runs", cwd=workdir)
+        assert "RUNNING" in alive.stdout and "LOST" not in alive.stdout  # its process still runs
+        run_id = alive.stdout.splitlines()[1].split()[0]
+        twice = run_dlrun("resume", run_id, cwd=workdir)  # a second writer of the same run is refused
+        assert twice.returncode == 2 and "is still running, in process" in twice.stderr, twice.stderr
+    finally:
+        process.kill()  # SIGKILL: the run cannot close itself
+        process.wait(timeout=60)
+    _, (run,) = mlflow_runs(workdir / "mlflow.db")
+    assert run.info.status == "RUNNING"
+
+    shown = run_dlrun("runs", cwd=workdir)
+    assert shown.returncode == 0, shown.stderr
+    (row,) = [line for line in shown.stdout.splitlines() if line.startswith(run.info.run_id)]
+    assert row.split()[1] == "LOST"
+    assert "dlrun resume RUN_ID" in shown.stdout
+
+    resumed = run_dlrun("resume", run.info.run_id, cwd=workdir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _, (run,) = mlflow_runs(workdir / "mlflow.db")
+    assert run.info.status == "FINISHED"
+    assert " FINISHED " in run_dlrun("runs", cwd=workdir).stdout
