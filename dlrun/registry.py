@@ -10,6 +10,7 @@ plain functions, so importing one does not import torch.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -158,6 +159,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             ok = ok and (isinstance(value, int) or value.is_integer())
         if not ok:
             raise ConfigError(f"'{where}' must be {_NUMBER_TYPES[hint]}, got {value!r}.")
+        if isinstance(value, float) and not math.isfinite(value):  # inf passes every lower bound, NaN every comparison
+            raise ConfigError(f"'{where}' must be a finite number, got {value!r}.")
         return hint(value)
     if hint is str:
         if not isinstance(value, str):

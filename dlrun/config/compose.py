@@ -14,6 +14,13 @@ from typing import Any
 from dlrun.config.paths import PRIMARY, config_roots, group_options
 from dlrun.errors import ConfigError, did_you_mean, unknown_name_message
 
+# The resolvers a config may use: each reads other keys of the same config, nothing else. Every other
+# is refused: oc.env reads the environment (a secret would be logged with the run's config and its
+# value differs between machines), oc.decode and oc.create resolve whatever a string holds (so they
+# would pass any resolver through), hydra: has no Hydra app behind it here, and now, python_version or a
+# plugin's resolver make a value that the config does not show.
+ALLOWED_RESOLVERS = ("oc.select", "oc.dict.keys", "oc.dict.values")
+
 
 @dataclass(frozen=True)
 class Composed:
@@ -43,11 +50,50 @@ def compose(overrides: list[str], config_dir: str | Path | None = None) -> Compo
     }
     with open_dict(loaded):
         del loaded["hydra"]
+    refuse_resolvers(OmegaConf.to_container(loaded, resolve=False), "the config")
     try:
         config = OmegaConf.to_container(loaded, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as error:
         raise ConfigError(f"cannot resolve the config at '{error.full_key}': {_first_line(error.msg)}") from None
     return Composed(config=config, choices=choices, overrides=list(overrides))
+
+
+def refuse_resolvers(node: Any, source: str, key: str = "") -> None:
+    """A ConfigError naming the key and the resolver if any value calls a resolver not allowed."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            refuse_resolvers(value, source, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            refuse_resolvers(value, source, f"{key}.{index}" if key else str(index))
+    elif isinstance(node, str) and "${" in node:
+        refused = [name for name in _resolvers_in(node) if name not in ALLOWED_RESOLVERS]
+        if refused:
+            fix = (" Pass the value on the command line instead (KEY=$VARIABLE: the shell reads the environment "
+                   "and the value is what gets recorded)." if refused[0] == "oc.env" else " Write the value itself.")
+            raise ConfigError(f"'{key}' in {source} uses the resolver '{refused[0]}' ({node}); dlrun configs may "
+                              f"refer to other keys (${{model.width}}) and use {', '.join(ALLOWED_RESOLVERS)} only, "
+                              f"never a resolver that reads the environment, files or anything outside the config."
+                              f"{fix}")
+
+
+def _resolvers_in(text: str) -> list[str]:
+    """The resolver names that text calls, nested ones included (OmegaConf's own grammar, so escapes hold)."""
+    from omegaconf.errors import GrammarParseError
+    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
+    from omegaconf.grammar_parser import parse
+
+    try:
+        todo = [parse(text)]
+    except GrammarParseError:
+        return []  # not an interpolation OmegaConf can resolve: resolution reports it
+    names = []
+    while todo:
+        node = todo.pop()
+        if isinstance(node, OmegaConfGrammarParser.InterpolationResolverContext):
+            names.append(node.resolverName().getText())
+        todo.extend(node.getChild(i) for i in range(node.getChildCount()) if hasattr(node, "getChildCount"))
+    return names
 
 
 def _parse(overrides: list[str]):
@@ -59,10 +105,15 @@ def _parse(overrides: list[str]):
             raise ConfigError(
                 f"'{override}' is not an override. Write KEY=VALUE or GROUP=OPTION, e.g. model=cnn optim.lr=0.01."
             )
-    try:
-        return OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as error:
-        raise ConfigError(f"cannot parse override: {_first_line(error.message)}") from None
+    parser = OverridesParser.create()
+    for override in overrides:  # one at a time, so that the message names the culprit
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as error:
+            raise ConfigError(f"cannot parse override '{override}': {_first_line(error.message)}. Quote a value "
+                              "that holds brackets, commas or other special characters: KEY='VALUE' "
+                              "(in the shell: \"KEY='VALUE'\").") from None
+    return parser.parse_overrides(overrides)
 
 
 def _check_group_choices(parsed, groups: dict[str, dict[str, Path]]) -> None:
@@ -103,6 +154,39 @@ def _load(roots, overrides, parsed, groups):
                           " Fix that file.") from None
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as error:  # Hydra raises all of these
         raise ConfigError(_explain(error, parsed, groups, loader)) from None
+    except OSError as error:  # OmegaConf's loader: a file that holds one number or true/false, not keys
+        culprit = _chosen_file_where(parsed, groups, lambda data: not isinstance(data, (dict, list, str)))
+        raise ConfigError(f"{culprit or 'a config file'} is not a mapping of keys ({error}). "
+                          "Write it as KEY: VALUE lines, e.g. name: adam.") from None
+    except RecursionError:  # a YAML alias inside its own anchor (a: &x [*x]) makes an endless value
+        culprit = _chosen_file_where(parsed, groups, contains_itself)
+        raise ConfigError(f"{culprit or 'a config file'} holds a value that contains itself (a YAML alias *NAME "
+                          "inside its own anchor &NAME). Write the value out in that file.") from None
+
+
+def _chosen_file_where(parsed, groups, is_bad) -> str | None:
+    """The group file chosen by an override whose YAML content is_bad, if there is one."""
+    import yaml
+
+    for override in parsed:
+        path = groups.get(override.key_or_group, {}).get(str(override.value()))
+        try:
+            if path is not None and is_bad(yaml.safe_load(path.read_text(encoding="utf-8"))):
+                return str(path)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+    return None
+
+
+def contains_itself(data: Any) -> bool:
+    """True for YAML data holding an alias inside its own anchor (a: &x [*x]): walking it never ends."""
+    import json
+
+    try:
+        json.dumps(data, skipkeys=True, default=str)
+    except ValueError:  # "Circular reference detected"
+        return True
+    return False
 
 
 def _explain(error: Exception, parsed, groups, loader) -> str:

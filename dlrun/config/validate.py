@@ -31,6 +31,8 @@ TOP_LEVEL = {
 DATA_COMMON = {"batch_size": Annotated[int, Range(ge=1)], "val_fraction": Fraction, "test_fraction": Fraction}
 REGULARIZATION = {"l1": NonNegative, "l2": NonNegative, "dropout": Annotated[float, Range(ge=0, lt=1)]}
 TRACKING = {"uri": Optional[str], "experiment": str, "log_model": bool}
+# The stores MLflow opens by URI (a plain path would be its retired file store).
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc", "file")
 # Lightning Trainer arguments a config may set, with the checks dlrun applies to them.
 # Callbacks, loggers and checkpoint folders are dlrun's to configure.
 TRAINER = {
@@ -115,6 +117,7 @@ def validate(composed: Composed) -> RunConfig:
     check_layer_specs(cfg["model"]["layers"], "model.layers")
     _check_keys(cfg["regularization"], REGULARIZATION, "regularization.", allow={"name"})
     _check_keys(cfg["tracking"], TRACKING, "tracking.")
+    _check_tracking_uri(cfg["tracking"].get("uri"))
     _check_keys(cfg["trainer"], TRAINER, "trainer.")
     _check_early_stopping(cfg["trainer"].get("early_stopping"))
     if "max_epochs" not in cfg["trainer"]:
@@ -127,6 +130,20 @@ def validate(composed: Composed) -> RunConfig:
         scheduler=_component(cfg, "scheduler", SCHEDULERS),
         augment=_component(cfg, "augment", AUGMENTS),
     )
+
+
+def _check_tracking_uri(configured: str | None) -> None:
+    """A store MLflow can open, named before any data is read (MLflow's own error comes after training set up)."""
+    import os
+
+    uri, where = (configured, "'tracking.uri'") if configured else (os.environ.get("MLFLOW_TRACKING_URI"),
+                                                                      "$MLFLOW_TRACKING_URI")
+    if not uri:
+        return
+    scheme = uri.partition("://")[0].split("+")[0] if "://" in uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError(f"{where} {uri!r} is not an MLflow store dlrun can record in. Give sqlite:///FILE.db "
+                          "(the default, unset, is sqlite:///mlflow.db here) or a tracking server's http://HOST:PORT.")
 
 
 def _check_early_stopping(node: Any) -> None:

@@ -27,7 +27,8 @@ def csv(path: str | None = None, target: str | None = None, task: Task = "auto",
     if features.shape[1] == 0:
         raise DataError(f"{path} has no feature columns besides the target '{target}'.")
     _check_numeric(features, path)
-    x = features.to_numpy(dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, reported below
+        x = features.to_numpy(dtype=np.float32)
     finite = np.isfinite(x)
     if not finite.all():
         bad = [str(c) for j, c in enumerate(features.columns) if not finite[:, j].all()]
@@ -46,9 +47,13 @@ def csv(path: str | None = None, target: str | None = None, task: Task = "auto",
         names = [str(label) for label in labels]
     else:
         try:
-            y = column.to_numpy(dtype=np.float32).reshape(-1, 1)
+            with np.errstate(over="ignore", invalid="ignore"):
+                y = column.to_numpy(dtype=np.float32).reshape(-1, 1)
         except ValueError:
             raise DataError(f"{path}: data.task=regression needs a numeric target, but '{target}' is not numeric.") from None
+        if not np.isfinite(y).all():  # an infinite target makes the loss NaN at the first step
+            raise DataError(f"{path}: the target column '{target}' holds infinite or too large values (beyond "
+                            "float32); fix or drop those rows.")
         names = []
     return RawData(x, y, task, (x.shape[1],), names, [str(c) for c in features.columns])
 

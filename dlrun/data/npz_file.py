@@ -60,6 +60,10 @@ def npz(path: str | None = None, x_key: str = "x", y_key: str = "y", task: Task 
 def _read_arrays(path: Path, x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"data.path: no file at '{path}' (from {Path.cwd()}). Give an existing .npz file. {SAVE_HINT}")
+    with path.open("rb") as head:
+        magic = head.read(6)
+    if not (zipfile.is_zipfile(path) or magic == b"\x93NUMPY"):  # else np.load guesses a pickle and says so
+        raise DataError(f"data.path: cannot read '{path}' as a NumPy .npz archive: it is not a zip file. {SAVE_HINT}")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:

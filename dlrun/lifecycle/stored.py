@@ -1,8 +1,11 @@
 """Read a recorded run back from MLflow: its config, checkpoints and model.
 
 A stored config may come from a shared server that others write to, so it is
-parsed with yaml.safe_load (no python tags) and passes the same validation as a
-config typed on the command line; checkpoints load with weights_only=True.
+parsed with yaml.safe_load (no python tags), may call no resolver beyond the config
+itself, and passes the same validation as a config typed on the command line. Nothing
+read from a run leads code or writes elsewhere: a checkpoint must load with
+weights_only=True, the model tag must name the run's own model, whose files must be
+as dlrun train logs them, and output_dir may not climb out with '..'.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlrun.config.compose import contains_itself, refuse_resolvers
 from dlrun.errors import ConfigError, DlrunError
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")  # an MLflow 3 LoggedModel id
 
 
 class RunNotFound(DlrunError):
@@ -39,7 +44,15 @@ def open_store(uri: str | None = None):
         if not path.is_file():
             raise RunNotFound(f"no MLflow store at {path}. Run this where `dlrun train` ran, or set "
                               "MLFLOW_TRACKING_URI (or --tracking-uri) to the store that holds the run.")
-    return MlflowClient(tracking_uri=uri), uri
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient(tracking_uri=uri), uri
+    except MlflowException as error:  # an unknown scheme, or a plain path (MLflow's retired file store)
+        reason = " ".join(str(error).split()).split(". ")[0]
+        raise ConfigError(f"cannot open the MLflow store '{uri}' (--tracking-uri or MLFLOW_TRACKING_URI): {reason}. "
+                          "Give sqlite:///FILE.db (dlrun's own store is sqlite:///mlflow.db where `dlrun train` ran) "
+                          "or a tracking server's http://HOST:PORT.") from None
 
 
 @dataclass
@@ -60,9 +73,14 @@ class StoredRun:
         from dlrun.config.compose import Composed
         from dlrun.config.validate import validate
 
-        config = apply_overrides(self.config, overrides or [])
+        config = apply_overrides(self.config, overrides or [], f"the config of run {self.run_id}")
+        _refuse_climbing_output_dir(config, self.run_id)
         groups = {k: v for k, v in self.run.data.params.items() if "." not in k and isinstance(self.config.get(k), dict)}
-        return validate(Composed(config=config, choices=groups, overrides=list(overrides or [])))
+        try:
+            return validate(Composed(config=config, choices=groups, overrides=list(overrides or [])))
+        except ConfigError as error:  # name the run: the culprit is its config.yaml, or the overrides on it
+            changed = f" with {' '.join(overrides)}" if overrides else ""
+            raise ConfigError(f"the config.yaml of run {self.run_id}{changed}: {error}") from None
 
     def served_model(self):
         """The run's logged MLflow model as a pyfunc; RunNotFound if it logged none."""
@@ -70,11 +88,50 @@ class StoredRun:
 
         from dlrun.tracking.record import active_store
 
+        model_uri = self._own_model_uri()
+        with active_store(self.uri):
+            self._refuse_foreign_model_code(model_uri)
+            return mlflow.pyfunc.load_model(model_uri)
+
+    def _refuse_foreign_model_code(self, model_uri: str) -> None:
+        """An MLflow model names the module that loads it and may carry code; the run's model must be as
+        dlrun train logs it (mlflow.pytorch's loader, no code, a torch.export program) before it loads."""
+        from mlflow.models import Model
+
+        model_id = model_uri.removeprefix("models:/")
+        try:
+            flavors = Model.load(model_uri).flavors
+        except Exception as error:  # no MLmodel file, or not YAML that MLflow reads
+            raise ConfigError(f"the model {model_uri} of run {self.run_id} cannot be read: "
+                              f"{str(error).strip().splitlines()[0]}") from None
+        pyfunc, pytorch = flavors.get("python_function", {}), flavors.get("pytorch", {})
+        files = sorted(a.path for a in self.client.list_logged_model_artifacts(model_id, "data"))
+        expected = pyfunc.get("loader_module") == "mlflow.pytorch" and not pyfunc.get("code") and \
+            not pytorch.get("code") and files == ["data/model.pt2"]
+        if not expected:
+            raise ConfigError(f"the model {model_uri} of run {self.run_id} is not as dlrun train logs it (loader "
+                              f"{pyfunc.get('loader_module')!r}, code {pyfunc.get('code') or pytorch.get('code')!r}, "
+                              f"data {files}); dlrun loads only its own kind of model, which runs no code of its "
+                              "own. Its files were altered.")
+
+    def _own_model_uri(self) -> str:
+        """The dlrun.model_uri tag, if it names a model this run logged. A tag edited to a path (../../),
+        a folder or another run's model would load a model, and its code, from elsewhere."""
         model_uri = self.run.data.tags.get("dlrun.model_uri")
         if not model_uri:
             raise RunNotFound(f"run {self.run_id} logged no model (it ran with tracking.log_model=false).")
-        with active_store(self.uri):
-            return mlflow.pyfunc.load_model(model_uri)
+        model_id = model_uri.removeprefix("models:/")
+        source = None
+        if model_uri.startswith("models:/") and MODEL_ID.match(model_id):
+            try:
+                source = self.client.get_logged_model(model_id).source_run_id
+            except Exception:  # no such model in this store
+                source = None
+        if source != self.run_id:
+            raise ConfigError(f"the dlrun.model_uri tag of run {self.run_id} ('{model_uri}') does not name a model "
+                              "that run logged; dlrun loads only a run's own model (models:/m-..., set by dlrun "
+                              "train). The tag was altered.")
+        return model_uri
 
     def data_info(self) -> dict:
         """What the run's data looked like: task and class names (data.json, logged by dlrun train)."""
@@ -87,9 +144,16 @@ class StoredRun:
             return {"task": self.run.data.tags.get("dlrun.task", "classification"), "class_names": []}
 
     def checkpoint(self, which: str = "best") -> Path:
-        """A local path to the run's best or last checkpoint (downloaded if not on this disk)."""
-        local = Path(self.config.get("output_dir", "outputs")) / self.run_id / "checkpoints" / f"{which}.ckpt"
-        if local.is_file():
+        """A local path to the run's best or last checkpoint (downloaded if not on this disk), checked to
+        hold tensors and plain values only."""
+        path = self._find_checkpoint(which)
+        refuse_pickled_objects(path, self.run_id)
+        return path
+
+    def _find_checkpoint(self, which: str) -> Path:
+        output_dir = Path(str(self.config.get("output_dir", "outputs")))
+        local = output_dir / self.run_id / "checkpoints" / f"{which}.ckpt"
+        if ".." not in output_dir.parts and local.is_file():  # a climbing path: the MLflow artifact only
             return local
         try:
             target = tempfile.mkdtemp(prefix="dlrun-ckpt-")
@@ -97,6 +161,30 @@ class StoredRun:
         except Exception:
             raise RunNotFound(f"run {self.run_id} has no checkpoints/{which}.ckpt, neither in {local.parent} "
                               "nor among its MLflow artifacts.") from None
+
+
+def _refuse_climbing_output_dir(config: dict, run_id: str) -> None:
+    """A stored config may not lead a new run's writes (checkpoints, model) out of the folder with '..'."""
+    output_dir = str(config.get("output_dir", "outputs"))
+    if ".." in Path(output_dir).parts:
+        raise ConfigError(f"the config of run {run_id} sets output_dir '{output_dir}', which climbs out of its "
+                          "folder with '..'; dlrun does not write where a stored config points that way. Give "
+                          "output_dir=outputs (or another folder without '..').")
+
+
+def refuse_pickled_objects(path: Path, run_id: str) -> None:
+    """A ConfigError unless the checkpoint loads with weights_only=True: a pickled object (a class, a
+    function call) would run code as it loads. Checked before any run is opened, whatever loads it later."""
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError for a refused object; others for a damaged file
+        reason = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line),
+                      str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__).rstrip(".")
+        raise ConfigError(f"the checkpoint {path} of run {run_id} is refused: it does not load as tensors and "
+                          f"plain values only ({reason}). dlrun never unpickles objects from a checkpoint; it was "
+                          "not written by dlrun, or it was altered.") from None
 
 
 def check_feature_count(model, features, source: str, run_id: str) -> None:
@@ -133,11 +221,15 @@ def load_run(run_id: str, uri: str | None = None) -> StoredRun:
                           f"{str(error).splitlines()[0]}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"the config.yaml of run {run_id} is not a mapping.")
+    if contains_itself(config):  # a YAML alias inside its own anchor: every walk below would never end
+        raise ConfigError(f"the config.yaml of run {run_id} holds a value that contains itself (a YAML alias "
+                          "inside its own anchor); dlrun never writes one.")
     _refuse_targets(config, "config.yaml")
+    refuse_resolvers(config, f"the config.yaml of run {run_id}")
     return StoredRun(client, uri, run, config)
 
 
-def apply_overrides(config: dict, overrides: list[str]) -> dict:
+def apply_overrides(config: dict, overrides: list[str], source: str = "the stored config") -> dict:
     """KEY=VALUE overrides on a stored config (group changes need a new `dlrun train`)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -154,7 +246,12 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
         try:
             base.merge_with_dotlist([override])
         except OmegaConfBaseException as error:
-            raise ConfigError(f"cannot apply '{override}' to the stored config: {str(error).splitlines()[0]}") from None
+            from dlrun.config.compose import _dotted_keys
+            from dlrun.errors import did_you_mean
+
+            hint = did_you_mean(key, _dotted_keys(config))
+            raise ConfigError(f"cannot apply '{override}' to the stored config: {str(error).splitlines()[0]}.{hint}") from None
+    refuse_resolvers(OmegaConf.to_container(base, resolve=False), source)  # the stored values and the overrides
     return OmegaConf.to_container(base, resolve=True)
 
 

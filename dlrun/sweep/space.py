@@ -8,10 +8,13 @@ Imports no torch or Optuna, so that a bad sweep is reported at once.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, did_you_mean
+
+TAGS = ("log", "int")  # the tags a study reads: tag(log, ...) and tag(int, interval(...))
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,11 @@ def _param(override, groups, place: str) -> Param:
     from hydra.core.override_parser.types import IntervalSweep, RangeSweep
 
     key, value = override.get_key_element(), override.value()
+    _check_tags(getattr(value, "tags", set()), place)
     if isinstance(value, IntervalSweep):
         low, high = value.start, value.end
+        if not all(math.isfinite(b) for b in (low, high)):
+            raise ConfigError(f"{place}: interval({low}, {high}) needs finite bounds.")
         if not low < high:
             raise ConfigError(f"{place}: interval({low}, {high}) is empty; the first bound must be below the second.")
         log = "log" in value.tags
@@ -159,6 +165,13 @@ def _param(override, groups, place: str) -> Param:
     if len(set(map(repr, parsed))) != len(parsed):
         raise ConfigError(f"{place}: a value is listed twice in {override.input_line.split('=', 1)[1]}.")
     return Param(key, "categorical", choices=tuple(parsed))
+
+
+def _check_tags(tags, place: str) -> None:
+    """Only log and int mean something to dlrun; any other tag is a typo that would be silently ignored."""
+    for tag in sorted(tags):
+        if tag not in TAGS:
+            raise ConfigError(f"{place}: unknown tag '{tag}'.{did_you_mean(tag, TAGS)} Tags: {', '.join(TAGS)}.")
 
 
 def _listed_values(override, groups, place: str) -> list[str]:

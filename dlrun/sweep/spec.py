@@ -100,7 +100,7 @@ def load_spec(path: Path) -> SweepSpec:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the sweep file: {error}. Save it as UTF-8 text.") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _safe_load_unique_keys(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(raw, dict):
@@ -132,6 +132,34 @@ def load_spec(path: Path) -> SweepSpec:
         seed=_positive_int(raw.get("seed", 0), "seed", where, minimum=0),
         params={str(k): v for k, v in params.items()},
     )
+
+
+def _safe_load_unique_keys(text: str) -> Any:
+    """yaml.safe_load, but a key written twice in one mapping is an error: safe_load keeps the last one silently,
+    so a second `optim.lr:` under params would replace the first without a word."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may repeat keys on purpose
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the safe loader reports it below
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                        f"found duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass: no python tags
 
 
 def _positive_int(value: Any, key: str, where: str, minimum: int = 1) -> int:
