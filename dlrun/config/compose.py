@@ -155,6 +155,10 @@ def _load(roots, overrides, parsed, groups):
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as error:  # Hydra raises all of these
         raise ConfigError(_explain(error, parsed, groups, loader)) from None
     except OSError as error:  # OmegaConf's loader: a file that holds one number or true/false, not keys
+        if error.errno is not None:  # a real I/O error (no permission): not the file's content
+            culprit = f"the config file {error.filename}" if error.filename else "a config file"
+            raise ConfigError(f"cannot read {culprit}: {error.strerror}. Make it readable (or choose another), "
+                              "then run again.") from None
         culprit = _chosen_file_where(parsed, groups, lambda data: not isinstance(data, (dict, list, str)))
         raise ConfigError(f"{culprit or 'a config file'} is not a mapping of keys ({error}). "
                           "Write it as KEY: VALUE lines, e.g. name: adam.") from None

@@ -32,7 +32,9 @@ DATA_COMMON = {"batch_size": Annotated[int, Range(ge=1)], "val_fraction": Fracti
 REGULARIZATION = {"l1": NonNegative, "l2": NonNegative, "dropout": Annotated[float, Range(ge=0, lt=1)]}
 TRACKING = {"uri": Optional[str], "experiment": str, "log_model": bool}
 # The stores MLflow opens by URI (a plain path would be its retired file store).
-TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc", "file")
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+# MLflow 3 refuses its file store (file:///...) unless this variable is true or 1.
+ALLOW_FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"
 # Lightning Trainer arguments a config may set, with the checks dlrun applies to them.
 # Callbacks, loggers and checkpoint folders are dlrun's to configure.
 TRAINER = {
@@ -140,10 +142,20 @@ def _check_tracking_uri(configured: str | None) -> None:
                                                                       "$MLFLOW_TRACKING_URI")
     if not uri:
         return
-    scheme = uri.partition("://")[0].split("+")[0] if "://" in uri else ""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]  # postgresql+psycopg2://
+    if not scheme and parsed.path in ("databricks", "databricks-uc", "uc"):
+        return  # a bare Databricks URI: the profile in ~/.databrickscfg, or the workspace this runs in
+    if scheme == "file" and os.environ.get(ALLOW_FILE_STORE, "").lower() in ("true", "1"):
+        return
     if scheme not in TRACKING_SCHEMES:
-        raise ConfigError(f"{where} {uri!r} is not an MLflow store dlrun can record in. Give sqlite:///FILE.db "
-                          "(the default, unset, is sqlite:///mlflow.db here) or a tracking server's http://HOST:PORT.")
+        file_store = (" A file:// store is MLflow's retired file store; it opens only with "
+                      f"{ALLOW_FILE_STORE}=true." if scheme == "file" else "")
+        raise ConfigError(f"{where} {uri!r} is not an MLflow store dlrun can record in.{file_store} Give "
+                          "sqlite:///FILE.db (the default, unset, is sqlite:///mlflow.db here) or a tracking "
+                          "server's http://HOST:PORT.")
 
 
 def _check_early_stopping(node: Any) -> None:

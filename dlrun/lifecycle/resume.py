@@ -61,11 +61,11 @@ def _last_checkpoint(stored):
 def _refuse_if_still_running(run) -> None:
     """Two processes writing one run would mix their metrics and checkpoints: a RUNNING run resumes only
     once the process that runs it is gone (checked on this host; another host's process cannot be)."""
-    from dlrun.processes import runs_here
+    from dlrun.processes import pid_of, runs_here
     from dlrun.tracking.record import PROCESS_TAG
 
     owner = run.data.tags.get(PROCESS_TAG)
     if run.info.status == "RUNNING" and owner and runs_here(owner):
-        raise ConfigError(f"run {run.info.run_id} is still running, in process {owner}. Stop it first "
-                          f"(Ctrl-C there, or kill {owner.rpartition(':')[2]}), then resume it.")
+        raise ConfigError(f"run {run.info.run_id} is still running, in process {pid_of(owner)}. Stop it first "
+                          f"(Ctrl-C there, or kill {pid_of(owner)}), then resume it.")
 

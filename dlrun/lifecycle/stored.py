@@ -123,10 +123,7 @@ class StoredRun:
         model_id = model_uri.removeprefix("models:/")
         source = None
         if model_uri.startswith("models:/") and MODEL_ID.match(model_id):
-            try:
-                source = self.client.get_logged_model(model_id).source_run_id
-            except Exception:  # no such model in this store
-                source = None
+            source = _source_run_of_model(self.client, model_id)
         if source != self.run_id:
             raise ConfigError(f"the dlrun.model_uri tag of run {self.run_id} ('{model_uri}') does not name a model "
                               "that run logged; dlrun loads only a run's own model (models:/m-..., set by dlrun "
@@ -163,6 +160,20 @@ class StoredRun:
                               "nor among its MLflow artifacts.") from None
 
 
+def _source_run_of_model(client, model_id: str) -> str | None:
+    """The run that logged the model, None if the store has no such model. Any other error (a server that
+    does not answer) is raised as it is, not taken for a tag that names no model."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    try:
+        return client.get_logged_model(model_id).source_run_id
+    except MlflowException as error:
+        if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        return None
+
+
 def _refuse_climbing_output_dir(config: dict, run_id: str) -> None:
     """A stored config may not lead a new run's writes (checkpoints, model) out of the folder with '..'."""
     output_dir = str(config.get("output_dir", "outputs"))
@@ -178,7 +189,7 @@ def refuse_pickled_objects(path: Path, run_id: str) -> None:
     import torch
 
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: a large file is not read twice
     except Exception as error:  # UnpicklingError for a refused object; others for a damaged file
         reason = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line),
                       str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__).rstrip(".")

@@ -14,7 +14,7 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-from dlrun.processes import is_gone, this_process
+from dlrun.processes import is_gone, pid_of, this_process
 from dlrun.sweep.report import TrialRow
 
 # Why a FAIL trial failed (user attr dlrun_state): only "failed" spends budget.
@@ -56,8 +56,8 @@ def running(study) -> list:
 def fail_dead_trials(study, store_uri: str, missing_owner_is_dead: bool) -> list[int]:
     """Close RUNNING trials whose process is gone (a crash, kill -9) so that their budget is spent again.
 
-    A trial's owner is host:pid; only owners on this host can be checked. A trial with no
-    owner yet was claimed a moment before a crash, or is being claimed now: only a process
+    A trial's owner is its process (dlrun.processes); only owners on this host can be checked.
+    A trial with no owner yet was claimed a moment before a crash, or is being claimed now: only a process
     that starts the study (not a joining worker) treats those as dead.
     """
     from optuna.trial import TrialState
@@ -67,9 +67,10 @@ def fail_dead_trials(study, store_uri: str, missing_owner_is_dead: bool) -> list
         owner = trial.user_attrs.get("dlrun_owner")
         dead = missing_owner_is_dead if owner is None else is_gone(owner)
         if dead:
+            process = pid_of(owner) if owner else "unknown"
             study._storage.set_trial_user_attr(trial._trial_id, "dlrun_state", CRASHED)
-            study._storage.set_trial_user_attr(trial._trial_id, "message",
-                                               f"its process ({owner or 'unknown'}) died; the trial runs again")
+            study._storage.set_trial_user_attr(trial._trial_id, "message", f"its process ({process}) died; its budget "
+                                               "is free again (a running or next sweep run uses it)")
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             _close_child_run(trial.user_attrs.get("mlflow_run_id"), store_uri)
             closed.append(trial.number)
@@ -122,6 +123,8 @@ def _close_child_run(run_id: str | None, store_uri: str) -> None:
         return
     from mlflow.tracking import MlflowClient
 
+    from dlrun.tracking.record import retry_while_locked
+
     client = MlflowClient(tracking_uri=store_uri)
-    client.set_tag(run_id, "dlrun.trial_state", CRASHED)
-    client.set_terminated(run_id, status="KILLED")
+    retry_while_locked(client.set_tag, run_id, "dlrun.trial_state", CRASHED)
+    retry_while_locked(client.set_terminated, run_id, status="KILLED")

@@ -86,7 +86,9 @@ def _failed(run_id: str | None, store_uri: str, message: str, with_traceback: bo
 def _tag_state(run_id: str, state: str, store_uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(tracking_uri=store_uri).set_tag(run_id, "dlrun.trial_state", state)
+    from dlrun.tracking.record import retry_while_locked
+
+    retry_while_locked(MlflowClient(tracking_uri=store_uri).set_tag, run_id, "dlrun.trial_state", state)
 
 
 class EpochReporter:

@@ -43,7 +43,7 @@ def active_store(uri: str):
             os.environ["MLFLOW_TRACKING_URI"] = environment
 
 
-PROCESS_TAG = "dlrun.process"  # host:pid of the process that writes the run
+PROCESS_TAG = "dlrun.process"  # the process that writes the run (dlrun.processes.this_process)
 
 
 def experiment_id_of(client, name: str) -> str:
@@ -167,6 +167,7 @@ class RunRecord:
         self._not_sent: list[str] = []  # artifacts and tags given up on
         self._retry_at = 0.0
         self._saved_locally: list[str] = []
+        self.ended: str | None = None  # the status the run was closed with
         self.refused: list[str] = []  # artifacts the artifact store refused (disk full, no permission)
         self.refusal: str | None = None  # the first such error, as the user should read it
 
@@ -199,7 +200,7 @@ class RunRecord:
         self.run_id = run_id
         retry_while_locked(self.client.update_run, run_id, status="RUNNING")
         retry_while_locked(self.client.set_tag, run_id, PROCESS_TAG, this_process())
-        self._run_name = self.client.get_run(run_id).info.run_name
+        self._run_name = retry_while_locked(self.client.get_run, run_id).info.run_name
         return run_id
 
     @property
@@ -233,7 +234,8 @@ class RunRecord:
         a resumed run's epochs from before the interruption included. The latest value wins a step."""
         by_step: dict[int, dict[str, float]] = {}
         for key in keys:
-            for metric in sorted(self.client.get_metric_history(self.run_id, key), key=lambda m: m.timestamp):
+            history = retry_while_locked(self.client.get_metric_history, self.run_id, key)
+            for metric in sorted(history, key=lambda m: m.timestamp):
                 by_step.setdefault(metric.step, {})[key] = metric.value
         return [by_step.get(step, {}) for step in range(max(by_step) + 1)] if by_step else []
 
@@ -243,8 +245,11 @@ class RunRecord:
 
     def log_model(self, model: Any, input_example, requirements: list[str]) -> str | None:
         """Log the serving module as an MLflow 3 LoggedModel named 'model'; its URI. With the server
-        gone or the artifact store refusing it (disk full, no permission), the model is saved in the
-        run's local folder instead and that path returned; None if that fails too."""
+        gone, the artifact store refusing it (disk full, no permission) or the store still locked, the
+        model is saved in the run's local folder instead and that path returned; None if that fails too.
+
+        Not retried while locked: each call makes a new LoggedModel. The format is pt2 (a torch.export
+        program) everywhere: MLflow would pickle it for a Databricks store, which dlrun never loads."""
         import mlflow
         import mlflow.pytorch
 
@@ -253,13 +258,12 @@ class RunRecord:
         if self._back_online():
             try:
                 with active_store(self.uri), mlflow.start_run(run_id=self.run_id):
-                    info = mlflow.pytorch.log_model(
-                        model, name="model", input_example=input_example, pip_requirements=requirements
-                    )
+                    info = mlflow.pytorch.log_model(model, name="model", input_example=input_example,
+                                                    pip_requirements=requirements, serialization_format="pt2")
                 self.set_tags({"dlrun.model_uri": info.model_uri})
                 return info.model_uri
             except Exception as error:
-                if is_storage_error(error):
+                if is_storage_error(error) or is_database_locked(error):
                     self._refuse("model", error)
                 elif is_connection_error(error):
                     self._go_offline(error)
@@ -269,13 +273,18 @@ class RunRecord:
 
     def _save_model_locally(self, model: Any, input_example, requirements: list[str]) -> str | None:
         import shutil
+        import tempfile
 
         import mlflow.pytorch
 
-        local = (self.local_dir or Path.cwd()) / "model"
-        shutil.rmtree(local, ignore_errors=True)  # a model saved by an earlier, failed attempt of this run
+        if self.local_dir is None:  # never a folder of the user's: a fresh one, named where it is reported
+            local = Path(tempfile.mkdtemp(prefix="dlrun-model-")) / "model"
+        else:
+            local = self.local_dir / "model"
+            shutil.rmtree(local, ignore_errors=True)  # a model saved by an earlier, failed attempt of this run
         try:
-            mlflow.pytorch.save_model(model, str(local), input_example=input_example, pip_requirements=requirements)
+            mlflow.pytorch.save_model(model, str(local), input_example=input_example, pip_requirements=requirements,
+                                      serialization_format="pt2")
         except Exception as error:
             if not is_storage_error(error):
                 raise
@@ -287,6 +296,7 @@ class RunRecord:
     def end(self, status: str) -> None:
         """Close the run as FINISHED, FAILED or KILLED; with the server still gone, the unsent metrics
         are written to the run's local folder."""
+        self.ended = status
         self._retry_at = 0.0
         if self._back_online():
             self._send("the run's status", self.client.set_terminated, self.run_id, status=status)

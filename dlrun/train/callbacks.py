@@ -98,7 +98,11 @@ class StopOnSignal(pl.Callback):
             raise KeyboardInterrupt  # Lightning's graceful shutdown path
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and not self.interrupted:
+        from pytorch_lightning.trainer.states import TrainerFn
+
+        # In test the module holds the best weights, not the last: last.ckpt from fit stays as it is.
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if isinstance(exception, KeyboardInterrupt) and not self.interrupted and fitting:
             self.interrupted = True  # a second signal mid-step: keep what there is
             trainer.save_checkpoint(self.path)
 

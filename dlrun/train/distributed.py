@@ -45,6 +45,8 @@ class NullRecord:
         self.run_id = run_id
         self.uri = ""
         self.local_dir = None
+        self.refused: list[str] = []  # nothing is written, so nothing is refused
+        self.ended: str | None = None
 
     def note(self) -> None:
         return None

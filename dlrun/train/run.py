@@ -12,7 +12,7 @@ from typing import Callable
 
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError, DlrunError, TrainingFailed
-from dlrun.train.signals import signals_deferred, signals_ignored, signals_raise, stop_on_signals
+from dlrun.train.signals import Received, signals_deferred, signals_raise, stop_on_signals
 
 
 class Interrupted(DlrunError):
@@ -74,23 +74,44 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
 
     rank = global_rank()
     record = trainer = None
-    signals = signals_raise()  # outside fit, SIGTERM stops as Ctrl-C does
+    signals, creating = Received(), Received()
     try:
-        with signals:
+        with signals_raise(signals):  # outside fit, SIGTERM stops as Ctrl-C does
             prepared, trainer, epoch_logger, interrupt_saver = _prepare(pl, run, rank, callbacks)
-            with signals_deferred() as creating:  # a signal waits until the run is whole: none half-written
-                record, _ = _open_record(run, prepared.data, rank, resume, extra_tags, rank_run_id)
-            if creating.received:
-                raise KeyboardInterrupt
+            try:
+                with signals_deferred(creating):  # a signal waits until the run is whole: none half-written
+                    record, _ = _open_record(run, prepared.data, rank, resume, extra_tags, rank_run_id)
+            finally:
+                if creating.count:  # even when creating failed: the user asked to stop (a sweep must too)
+                    raise KeyboardInterrupt
             return _train_recorded(pl, run, prepared, trainer, epoch_logger, interrupt_saver, record, resume,
                                    on_start, rank)
     except (KeyboardInterrupt, SystemExit) as stop:  # before fit (no checkpoint), or after it (test, model)
-        if isinstance(stop, SystemExit) and not signals.received:  # Lightning turns Ctrl-C in test into exit 1
+        if isinstance(stop, SystemExit) and not signals.count:  # Lightning turns Ctrl-C in test into exit 1
+            _fail_if_open(record)
             raise
         if record is None:
             raise Interrupted("interrupted before training started; no run was recorded.") from None
+        if record.ended:
+            raise
         raise _killed(record, _checkpoint_dir(run, record.run_id), "before training started"
                       if trainer.global_step == 0 else f"after training, at step {trainer.global_step}") from None
+    except BaseException:  # an error dlrun did not foresee: the run is FAILED, not left RUNNING
+        _fail_if_open(record)
+        raise
+
+
+def _fail_if_open(record) -> None:
+    if record is None or record.ended:
+        return
+    try:
+        with signals_deferred(Received()):
+            record.end("FAILED")
+    except Exception as error:  # the error being raised matters more; say why the run stays open
+        import sys
+
+        print(f"dlrun: run {record.run_id} could not be marked FAILED ({type(error).__name__}: {error}).",
+              file=sys.stderr)
 
 
 def _prepare(pl, run: RunConfig, rank: int, callbacks: list | None):
@@ -155,9 +176,11 @@ def _train_recorded(pl, run: RunConfig, prepared, trainer, epoch_logger, interru
 def _killed(record, checkpoint_dir: Path, when: str) -> Interrupted:
     """A signal outside fit: the run is closed as KILLED (ignoring further signals, which would leave it
     RUNNING), its checkpoints uploaded; the error that says where the checkpoint is and how to continue."""
-    with signals_ignored():
-        record.log_checkpoints(checkpoint_dir)
-        record.end("KILLED")
+    with signals_deferred(Received()):
+        try:
+            record.log_checkpoints(checkpoint_dir)
+        finally:
+            record.end("KILLED")
     last = checkpoint_dir / "last.ckpt"
     if last.is_file():
         return Interrupted(f"interrupted {when}; run {record.run_id} is marked KILLED, its checkpoint is {last}. "
@@ -175,8 +198,9 @@ def _not_stored(record, checkpoint_dir: Path, model_uri: str | None) -> Training
     return TrainingFailed(
         f"training finished, but the run's artifacts could not be stored: {record.refusal} "
         f"(not stored: {', '.join(record.refused)}). Run {record.run_id} is marked FAILED. The trained weights "
-        f"are on this disk: {'; '.join(kept)}. Free space in (or allow writing to) {record.artifact_location()}, "
-        f"then `dlrun resume {record.run_id}` stores them and marks the run FINISHED.")
+        f"are on this disk: {'; '.join(kept)}. Once {record.artifact_location()} takes writes again (free space, "
+        f"allow writing, or let the process that locks the store finish), `dlrun resume {record.run_id}` stores "
+        "them and marks the run FINISHED.")
 
 
 def _open_record(run: RunConfig, data, rank: int, resume: Resume | None, extra_tags: dict | None,
@@ -215,20 +239,18 @@ def _fit(trainer, module, loaders, resume: Resume | None, record, interrupt_save
             trainer.fit(module, loaders["train"], loaders["val"], weights_only=True,
                         ckpt_path=str(resume.checkpoint) if resume and resume.checkpoint else None)
     except TrainingFailed as failure:
-        record.log_checkpoints(checkpoint_dir)
-        record.end("FAILED")
+        try:
+            record.log_checkpoints(checkpoint_dir)
+        finally:
+            record.end("FAILED")
         last = interrupt_saver.path
         saved = (f"the last good checkpoint is {last}" if last.is_file()
                  else "no checkpoint was saved before it")
         raise TrainingFailed(f"{failure} The run {run_id} is marked FAILED; {saved}.") from None
     except SystemExit:
-        # Lightning turns Ctrl-C into sys.exit(1) after its on_exception hooks ran.
-        if not interrupt_saver.interrupted:
-            raise
-        record.log_checkpoints(checkpoint_dir)
-        record.end("KILLED")
-        raise Interrupted(f"interrupted at step {trainer.global_step}; run {run_id} is marked KILLED, "
-                          f"its checkpoint is {interrupt_saver.path}. Continue it: dlrun resume {run_id}") from None
+        # Lightning turns Ctrl-C into sys.exit(1) after its on_exception hooks ran, and its own SIGTERM
+        # handler (under DDP, before StopOnSignal takes SIGTERM over) into a SystemExit: both stop the run.
+        raise _killed(record, checkpoint_dir, f"at step {trainer.global_step}") from None
     except BaseException:
         record.end("FAILED")
         raise

@@ -1,67 +1,68 @@
 """What SIGINT and SIGTERM do at each stage of a run.
 
 In fit they ask for a stop at the next batch boundary, where a checkpoint is saved
-(stop_on_signals); while the MLflow run is created they wait, so that no run is
-half-written (signals_deferred); elsewhere they raise KeyboardInterrupt, also for
-SIGTERM, which would otherwise end the process at once (signals_raise); while a
-KILLED run is closed they are ignored (signals_ignored).
+(stop_on_signals); while the MLflow run is created or closed they wait, so that no run
+is half-written (signals_deferred); elsewhere they raise KeyboardInterrupt, also for
+SIGTERM, which would otherwise end the process at once (signals_raise). Each restores
+the handlers it found when its block ends.
 """
 
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class stop_on_signals:
-    """SIGINT and SIGTERM ask `stopper` to stop at the next batch boundary."""
+@dataclass
+class Received:
+    """How many of the signals arrived while a block ran."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, stopper):
-        self.stopper = stopper
-        self.previous: dict = {}
-
-    def __enter__(self):
-        try:
-            self.previous = {s: signal.signal(s, self.stopper.request) for s in self.SIGNALS}
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous = {}
-        return self
-
-    def __exit__(self, *exc):
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-        return False
+    count: int = 0
 
 
-class signals_deferred(stop_on_signals):
-    """SIGINT and SIGTERM are noted (`received`) and wait until the block is done."""
+@contextmanager
+def handling(handler):
+    """handler for SIGINT and SIGTERM inside the block; the previous handlers afterwards."""
+    try:
+        previous = {number: signal.signal(number, handler) for number in SIGNALS}
+    except ValueError:  # not the main thread: signals are not this thread's to handle
+        previous = {}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
 
-    def __init__(self):
-        super().__init__(self)
-        self.received = False
 
-    def request(self, *_signal_args) -> None:
-        self.received = True
+def stop_on_signals(stopper):
+    """Signals ask `stopper` (a StopOnSignal callback) to stop at the next batch boundary."""
+    return handling(stopper.request)
 
 
-class signals_raise(stop_on_signals):
-    """SIGINT and SIGTERM raise KeyboardInterrupt (SIGTERM would otherwise end the process at once)."""
+@contextmanager
+def signals_deferred(received: Received):
+    """The first signal is noted in `received` and waits until the block is done; a second one
+    raises KeyboardInterrupt at once (the user insists, even if a run is left RUNNING)."""
 
-    def __init__(self):
-        super().__init__(self)
-        self.received = False
+    def note(*_signal_args) -> None:
+        received.count += 1
+        if received.count > 1:
+            raise KeyboardInterrupt
 
-    def request(self, *_signal_args) -> None:
-        self.received = True
+    with handling(note):
+        yield received
+
+
+@contextmanager
+def signals_raise(received: Received):
+    """Each signal is counted in `received` and raises KeyboardInterrupt."""
+
+    def stop(*_signal_args) -> None:
+        received.count += 1
         raise KeyboardInterrupt
 
-
-class signals_ignored(stop_on_signals):
-    """SIGINT and SIGTERM are ignored for the block."""
-
-    def __init__(self):
-        super().__init__(self)
-
-    def request(self, *_signal_args) -> None:
-        pass
+    with handling(stop):
+        yield received

@@ -48,13 +48,14 @@ POINT, SIGNUM = sys.argv[1], int(sys.argv[2])
 sys.argv = ["dlrun", *sys.argv[3:]]
 
 
-def signal_first(owner, name, when=lambda *args: True):
+def signal_first(owner, name, when=lambda *args: True, before=lambda: None):
     original = getattr(owner, name)
     sent = []
 
     def patched(*args, **kwargs):
         if not sent and when(*args):
             sent.append(True)
+            before()
             os.kill(os.getpid(), SIGNUM)
         return original(*args, **kwargs)
 
@@ -77,6 +78,16 @@ else:
         signal_first(DlrunModule, "validation_step", lambda module, *_: module.trainer.sanity_checking)
     elif POINT == "mid-epoch":
         signal_first(DlrunModule, "training_step", lambda module, *_: module.global_step == MID_EPOCH_STEP)
+    elif POINT == "test":  # after fit; last.ckpt's digest noted, since the signal must not replace it
+        def note_last_checkpoint():
+            import glob
+            import hashlib
+
+            (path,) = glob.glob("outputs/*/checkpoints/last.ckpt")
+            with open(path, "rb") as saved, open("last.ckpt.sha256", "w") as note:
+                note.write(hashlib.sha256(saved.read()).hexdigest())
+
+        signal_first(DlrunModule, "test_step", before=note_last_checkpoint)
     elif POINT == "validation":
         signal_first(DlrunModule, "validation_step",
                      lambda module, *_: not module.trainer.sanity_checking and module.current_epoch == 1)
@@ -142,14 +153,19 @@ def test_signal_before_the_run_exists_records_nothing(workdir):
     assert not (workdir / "mlflow.db").exists() and not (workdir / "outputs").exists()
 
 
-def test_signal_after_the_run_exists_before_training_kills_it_and_resume_starts_at_step_0(workdir):
-    done = _train_with_signal_at("run-created", signal.SIGINT, workdir)
+def _assert_killed(done, workdir: Path):
+    """Exit 130 without a traceback, the one run KILLED in MLflow and in `dlrun runs`: (client, run id)."""
     assert done.returncode == 130, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     client, run = _only_run(workdir)
-    run_id = run.info.run_id
     assert run.info.status == "KILLED"
-    assert _status_in_dlrun_runs(run_id) == "KILLED"
+    assert _status_in_dlrun_runs(run.info.run_id) == "KILLED"
+    return client, run.info.run_id
+
+
+def test_signal_after_the_run_exists_before_training_kills_it_and_resume_starts_at_step_0(workdir):
+    done = _train_with_signal_at("run-created", signal.SIGINT, workdir)
+    client, run_id = _assert_killed(done, workdir)
     assert "no checkpoint yet" in done.stderr and f"dlrun resume {run_id}" in done.stderr
     assert not (workdir / "outputs" / run_id / "checkpoints" / "last.ckpt").exists()
     resumed = _resume(run_id)
@@ -162,21 +178,22 @@ def test_signal_after_the_run_exists_before_training_kills_it_and_resume_starts_
     ("mid-epoch", signal.SIGINT),
     ("mid-epoch", signal.SIGTERM),
     ("validation", signal.SIGTERM),
+    ("test", signal.SIGINT),
     ("model-logging", signal.SIGINT),
-], ids=["sanity-check-SIGTERM", "mid-epoch-SIGINT", "mid-epoch-SIGTERM", "validation-SIGTERM",
+], ids=["sanity-check-SIGTERM", "mid-epoch-SIGINT", "mid-epoch-SIGTERM", "validation-SIGTERM", "test-SIGINT",
         "model-logging-SIGINT"])
 def test_signal_during_training_kills_the_run_with_a_checkpoint_and_resume_finishes_it(workdir, point, signum):
     done = _train_with_signal_at(point, signum, workdir)
-    assert done.returncode == 130, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr
-    client, run = _only_run(workdir)
-    run_id = run.info.run_id
-    assert run.info.status == "KILLED"
-    assert _status_in_dlrun_runs(run_id) == "KILLED"
+    client, run_id = _assert_killed(done, workdir)
     checkpoint = Path("outputs") / run_id / "checkpoints" / "last.ckpt"
     assert f"its checkpoint is {checkpoint}" in done.stderr and f"dlrun resume {run_id}" in done.stderr
     assert (workdir / checkpoint).is_file()
     assert "checkpoints/last.ckpt" in {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    if point == "test":  # the module held the best weights in test: the last ones must stay in last.ckpt
+        import hashlib
+
+        digest = hashlib.sha256((workdir / checkpoint).read_bytes()).hexdigest()
+        assert digest == (workdir / "last.ckpt.sha256").read_text()
     _resume(run_id)
     _assert_finished_and_complete(client, run_id)
 
@@ -272,7 +289,7 @@ def test_artifact_store_refusing_writes_after_training_fails_the_run_and_keeps_t
     assert f"checkpoints in {checkpoints}" in done.stderr and f"the model in {model}" in done.stderr
     assert (checkpoints / "last.ckpt").is_file() and (checkpoints / "best.ckpt").is_file()
     assert (model / "MLmodel").is_file()
-    assert f"dlrun resume {run_id}" in done.stderr and f"writing to) {run.info.artifact_uri}," in done.stderr
+    assert f"dlrun resume {run_id}" in done.stderr and f"Once {run.info.artifact_uri} takes writes again" in done.stderr
 
     refusing["now"] = False  # space freed: resume stores what was refused and finishes the run
     monkeypatch.setattr(run_module, "_fit", fit)
@@ -322,3 +339,41 @@ def test_artifact_store_refusing_writes_from_the_start_fails_before_training(wor
     assert run.info.status == "FAILED" and "marked FAILED before training" in done.stderr
     assert f"writing to) {run.info.artifact_uri} and train again" in done.stderr
     assert not (workdir / "outputs" / run.info.run_id / "checkpoints").exists()
+
+
+def test_an_unforeseen_error_after_the_run_exists_marks_it_failed(workdir, monkeypatch):
+    from dlrun.train.module import DlrunModule
+
+    def test_step(self, batch, batch_index):
+        raise RuntimeError("a fault in testing")
+
+    monkeypatch.setattr(DlrunModule, "test_step", test_step)
+    done = runner.invoke(app, [*TRAIN, "tracking.log_model=false"])
+    assert isinstance(done.exception, RuntimeError)  # dlrun's own fault: its traceback is for the bug report
+    _, run = _only_run(workdir)
+    assert run.info.status == "FAILED"  # not left RUNNING
+    assert _status_in_dlrun_runs(run.info.run_id) == "FAILED"
+
+
+def test_signal_handlers_are_put_back_after_a_run_and_after_an_interrupted_one(workdir, monkeypatch):
+    from dlrun.train.module import DlrunModule
+
+    def handlers():
+        return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    before = handlers()
+    done = runner.invoke(app, [*TRAIN, "tracking.log_model=false"])
+    assert done.exit_code == 0, done.output
+    assert handlers() == before
+
+    original = DlrunModule.training_step
+
+    def training_step(self, batch, batch_index):
+        if self.global_step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch, batch_index)
+
+    monkeypatch.setattr(DlrunModule, "training_step", training_step)
+    done = runner.invoke(app, [*TRAIN, "tracking.log_model=false"])
+    assert done.exit_code == 130, done.output
+    assert handlers() == before  # a sweep's next trial, in the same process, gets Ctrl-C as usual

@@ -373,3 +373,60 @@ def test_a_tracking_uri_from_the_environment_is_checked_like_the_override(workdi
     assert_one_message(result.output)
     assert "$MLFLOW_TRACKING_URI 'ftp://host/store'" in readable(result.output)
     assert list(workdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("uri, allow_file_store, accepted", [
+    ("file:///tmp/mlruns", None, False),  # MLflow 3 refuses its file store unless told otherwise
+    ("file:///tmp/mlruns", "true", True),
+    ("file:///tmp/mlruns", "false", False),
+    ("databricks", None, True), ("databricks-uc", None, True), ("uc", None, True),
+    ("databricks://profile", None, True), ("uc://profile", None, True),
+    ("postgresql+psycopg2://host/db", None, True), ("databricks-typo", None, False),
+])
+def test_tracking_uris_mlflow_opens_pass_and_others_are_named(uri, allow_file_store, accepted, monkeypatch):
+    from dlrun.config.validate import _check_tracking_uri
+    from dlrun.errors import ConfigError
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    if allow_file_store is not None:
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", allow_file_store)
+    if accepted:
+        _check_tracking_uri(uri)
+        return
+    with pytest.raises(ConfigError) as refused:
+        _check_tracking_uri(uri)
+    assert f"'tracking.uri' {uri!r}" in str(refused.value) and "sqlite:///" in str(refused.value)
+    if uri.startswith("file:"):
+        assert "MLFLOW_ALLOW_FILE_STORE=true" in str(refused.value)
+
+
+def test_a_bare_databricks_tracking_uri_passes_validation(workdir):
+    from tests.conftest import run_dlrun
+
+    result = run_dlrun("train", "tracking.uri=databricks", "--cfg", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "uri: databricks" in result.stdout
+    assert list(workdir.iterdir()) == []
+
+
+def test_a_config_file_that_cannot_be_read_is_named_with_the_os_error(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from hydra._internal.core_plugins import file_config_source
+
+    monkeypatch.chdir(tmp_path)
+    write_files(tmp_path, {"conf/model/x.yaml": "layers: [{type: flatten}]\n"})
+    unreadable = tmp_path / "conf" / "model" / "x.yaml"
+
+    def open_refusing(path, *args, **kwargs):  # as a file without read permission (root reads any file)
+        if Path(path) == unreadable:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(file_config_source, "open", open_refusing, raising=False)
+    result = runner.invoke(app, ["train", "model=x", *QUICK])
+    assert result.exit_code == 2, result.output
+    assert_one_message(result.output)
+    assert f"cannot read the config file {unreadable}: Permission denied" in readable(result.output)
+    assert "not a mapping of keys" not in result.output

@@ -333,3 +333,43 @@ def test_a_model_whose_files_were_altered_to_run_code_is_refused(recorded, monke
     finally:
         shutil.rmtree(model_dir)
         shutil.copytree(saved, model_dir)
+
+
+def test_a_store_that_does_not_answer_about_the_model_is_not_taken_for_an_altered_tag(recorded, monkeypatch):
+    """Only a model the store says does not exist makes the model tag suspect; a server hiccup surfaces as it is."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from dlrun.lifecycle.stored import _source_run_of_model
+
+    folder, run_id = recorded
+    monkeypatch.chdir(folder)
+    assert _source_run_of_model(_client(folder), "m-" + "0" * 32) is None  # no such model: the tag is refused
+    hiccup = MlflowException("API request failed: Max retries exceeded (Connection refused)",
+                             error_code="TEMPORARILY_UNAVAILABLE")
+
+    def unanswered(self, model_id):
+        raise hiccup
+
+    monkeypatch.setattr(MlflowClient, "get_logged_model", unanswered)
+    (folder / "rows.csv").write_text("a,b,c,d\n5.1,3.5,1.4,0.2\n")
+    result = runner.invoke(app, ["predict", run_id, "--input", "rows.csv", "--output", "hiccup.csv"])
+    assert result.exception is hiccup, result.output
+    assert "altered" not in result.output
+
+
+def test_a_checkpoint_is_checked_mapped_from_disk_not_read_into_memory(recorded, monkeypatch):
+    import torch
+
+    from dlrun.lifecycle.stored import refuse_pickled_objects
+
+    folder, run_id = recorded
+    real_load, loads = torch.load, []
+
+    def load(*args, **kwargs):
+        loads.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    refuse_pickled_objects(folder / "outputs" / run_id / "checkpoints" / "last.ckpt", run_id)
+    assert loads == [{"map_location": "cpu", "weights_only": True, "mmap": True}]

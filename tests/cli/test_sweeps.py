@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dlrun.processes import pid_of
 from tests.conftest import dlrun_command, mlflow_runs, run_dlrun
 
 FAST = "data=iris tracking.log_model=false"
@@ -325,7 +326,7 @@ def test_a_killed_worker_leaves_the_others_going_and_its_trial_is_run_again(work
     wait_for_training_trial(workdir, "workers", process)
     (victim,) = [t for t in open_study(workdir, "workers").trials
                  if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs][:1]
-    worker_pid = int(victim.user_attrs["dlrun_owner"].rpartition(":")[2])
+    worker_pid = int(pid_of(victim.user_attrs["dlrun_owner"]))
     os.kill(worker_pid, signal.SIGKILL)
     out, err = process.communicate(timeout=600)
     assert process.returncode == 0, out + err
@@ -334,6 +335,8 @@ def test_a_killed_worker_leaves_the_others_going_and_its_trial_is_run_again(work
     study = open_study(workdir, "workers")
     killed = next(t for t in study.trials if t.number == victim.number)
     assert killed.state.name == "FAIL" and killed.user_attrs["dlrun_state"] == "crashed"
+    assert killed.user_attrs["message"] == (f"its process ({worker_pid}) died; its budget is free again "
+                                            "(a running or next sweep run uses it)")
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 4  # the other worker re-spent its budget
     client, runs = mlflow_runs(workdir / "mlflow.db")
     assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "KILLED"

@@ -4,8 +4,10 @@ SQLite's "database is locked" when many processes write."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from dlrun.tracking import record
@@ -71,3 +73,98 @@ def test_other_errors_are_not_retried(monkeypatch):
 
     with pytest.raises(ValueError):
         retry_while_locked(write)
+
+
+LOCKED = "(sqlite3.OperationalError) database is locked"
+
+
+def locked_once(call):
+    """call, failing the first time as a store another process holds locked."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise MlflowException(LOCKED)
+        return call(*args, **kwargs)
+
+    wrapped.calls = calls
+    return wrapped
+
+
+@pytest.fixture
+def run_record(tmp_path, monkeypatch):
+    """A RunRecord with one created run in a fresh SQLite store; pauses between retries skipped."""
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    monkeypatch.chdir(tmp_path)
+    run = record.RunRecord(f"sqlite:///{tmp_path / 'mlflow.db'}", "dlrun")
+    run.create("r", {}, {}, source="test")
+    return run
+
+
+def test_reopening_a_run_and_reading_its_metrics_wait_for_a_locked_store(run_record):
+    run_record.log_metrics({"val/loss": 0.5}, step=0)
+    client = run_record.client
+    client.get_run, client.get_metric_history = locked_once(client.get_run), locked_once(client.get_metric_history)
+    assert run_record.reopen(run_record.run_id) == run_record.run_id
+    assert run_record.metric_history(["val/loss"]) == [{"val/loss": 0.5}]
+    assert len(client.get_run.calls) == 2 and len(client.get_metric_history.calls) == 2
+
+
+def test_a_sweep_trials_tags_wait_for_a_locked_store(run_record, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from dlrun.sweep import budget, trial
+
+    for name in ("set_tag", "set_terminated"):
+        monkeypatch.setattr(MlflowClient, name, locked_once(getattr(MlflowClient, name)))
+    trial._tag_state(run_record.run_id, "pruned", run_record.uri)
+    assert run_record.client.get_run(run_record.run_id).data.tags["dlrun.trial_state"] == "pruned"
+    MlflowClient.set_tag.calls.clear()
+    budget._close_child_run(run_record.run_id, run_record.uri)
+    closed = run_record.client.get_run(run_record.run_id)
+    assert closed.data.tags["dlrun.trial_state"] == budget.CRASHED and closed.info.status == "KILLED"
+
+
+def small_model():
+    import numpy as np
+    import torch
+
+    return torch.nn.Linear(4, 2).eval(), np.zeros((1, 4), dtype=np.float32)
+
+
+def test_a_model_the_locked_store_refuses_is_saved_locally_as_pt2_and_logged_once(run_record, tmp_path, monkeypatch):
+    import mlflow.pytorch
+
+    attempts = []
+
+    def log_model(*args, **kwargs):  # each call would make a new LoggedModel: it must not be retried
+        attempts.append(kwargs)
+        raise MlflowException(LOCKED)
+
+    monkeypatch.setattr(mlflow.pytorch, "log_model", log_model)
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")  # where MLflow would pickle the model by default
+    run_record.local_dir = tmp_path / "outputs" / run_record.run_id
+    model, example = small_model()
+    saved = run_record.log_model(model, example, ["torch"])
+    assert len(attempts) == 1 and attempts[0]["serialization_format"] == "pt2"
+    assert saved == str(run_record.local_dir / "model")
+    assert sorted(p.name for p in (Path(saved) / "data").iterdir()) == ["model.pt2"]  # as `dlrun predict` loads it
+    assert run_record.refused == ["model"] and "database is locked" in run_record.refusal
+
+
+def test_a_model_saved_without_a_run_folder_leaves_the_users_model_folder_alone(run_record, tmp_path, monkeypatch):
+    import mlflow.pytorch
+
+    monkeypatch.setattr(mlflow.pytorch, "log_model", locked_forever)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.txt").write_text("the user's own file")
+    model, example = small_model()
+    saved = Path(run_record.log_model(model, example, ["torch"]))
+    assert (tmp_path / "model" / "mine.txt").read_text() == "the user's own file"
+    assert saved.parent.name.startswith("dlrun-model-") and (saved / "MLmodel").is_file()
+    assert str(saved) in run_record.note()  # the user is told where the model went
+
+
+def locked_forever(*args, **kwargs):
+    raise MlflowException(LOCKED)
