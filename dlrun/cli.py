@@ -245,10 +245,10 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("error: interrupted before training started; no run was recorded.", err=True)
         code = 130
-    _exit_without_teardown(code)
+    exit_without_teardown(code)
 
 
-def _exit_without_teardown(code: int) -> None:
+def exit_without_teardown(code: int) -> None:
     """Exit once the exit handlers have run and the output is flushed, skipping the interpreter's
     teardown of torch, Lightning and MLflow's modules: about 2 s after every training run that
     nobody waits for usefully (bench/speed.py measures it)."""

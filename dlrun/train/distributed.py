@@ -132,13 +132,21 @@ def ddp_timeout_seconds() -> int:
 
 def main() -> None:
     """`python -m dlrun.train.distributed LAUNCH_FILE`; rank 0 reports for all ranks, so this one
-    only exits with the outcome's code."""
+    only exits with the outcome's code.
+
+    It exits without the interpreter's teardown: there, torch.distributed's threads may abort the
+    process ("terminate called without an active exception"), and Lightning's launcher in rank 0
+    answers a rank that exits with a non-zero code by killing rank 0 with SIGKILL, even a later
+    trial of a sweep running in the same process.
+    """
+    from dlrun.cli import exit_without_teardown
     from dlrun.errors import DlrunError
 
     try:
         run_rank(sys.argv[1])
     except DlrunError as error:
-        raise SystemExit(error.exit_code) from None
+        exit_without_teardown(error.exit_code)
+    exit_without_teardown(0)
 
 
 if __name__ == "__main__":
