@@ -240,6 +240,11 @@ def _open(spec: SweepSpec, options: Options) -> _Study:
         for p in params:
             size *= len(p.grid_values())
         n_trials = min(n_trials, size)
+    if not params and n_trials > 1:
+        raise ConfigError(f"{where}: no param takes more than one value ({', '.join(fixed) or 'params is empty'}), so "
+                          f"all {n_trials} trials would train the same run. Give a param a range: interval(), "
+                          f"range() or choice() (seed: range(0, {n_trials}) to measure the spread between seeds), "
+                          f"or train it once: dlrun train {' '.join(base)}")
     _dry_run(spec, params, checked.run.trainer["max_epochs"])
     pruner = make_pruner(spec, checked.run.trainer["max_epochs"])
     store_uri = tracking_uri(checked.run.tracking["uri"])
