@@ -155,9 +155,9 @@ class StoredRun:
         try:
             target = tempfile.mkdtemp(prefix="dlrun-ckpt-")
             return Path(self.client.download_artifacts(self.run_id, f"checkpoints/{which}.ckpt", target))
-        except Exception:
+        except Exception as error:  # missing, or a store that did not answer: the cause says which
             raise RunNotFound(f"run {self.run_id} has no checkpoints/{which}.ckpt, neither in {local.parent} "
-                              "nor among its MLflow artifacts.") from None
+                              f"nor among its MLflow artifacts ({_cause(error)}).") from None
 
 
 def _source_run_of_model(client, model_id: str) -> str | None:
@@ -223,8 +223,9 @@ def load_run(run_id: str, uri: str | None = None) -> StoredRun:
     try:
         folder = tempfile.mkdtemp(prefix="dlrun-config-")
         text = Path(client.download_artifacts(run_id, "config.yaml", folder)).read_text(encoding="utf-8")
-    except Exception:
-        raise RunNotFound(f"run {run_id} has no config.yaml: it was not made by `dlrun train`.") from None
+    except Exception as error:  # missing, or a store that did not answer: the cause says which
+        raise RunNotFound(f"run {run_id} has no config.yaml: it was not made by `dlrun train` "
+                          f"({_cause(error)}).") from None
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -277,3 +278,10 @@ def _refuse_targets(node: Any, where: str) -> None:
     elif isinstance(node, list):
         for index, value in enumerate(node):
             _refuse_targets(value, f"{where}[{index}]")
+
+
+def _cause(error: BaseException) -> str:
+    """The first line of an error, as a reason in parentheses."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:200].rstrip('.')}" if text else type(error).__name__
+
