@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
@@ -68,6 +69,7 @@ def test_a_run_whose_process_was_killed_outright_shows_as_lost_and_resumes_once_
         while not list((workdir / "outputs").glob("*/checkpoints/last.ckpt")):
             assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
             time.sleep(0.2)
+        process.send_signal(signal.SIGSTOP)  # alive but paused: it cannot finish while it is checked
         alive = run_dlrun("runs", cwd=workdir)
         assert "RUNNING" in alive.stdout and "LOST" not in alive.stdout  # its process still runs
         run_id = alive.stdout.splitlines()[1].split()[0]
