@@ -19,6 +19,7 @@ from dlrun.data.sources import DATASETS
 from dlrun.errors import ConfigError, did_you_mean
 from dlrun.models.build import check_layer_specs
 from dlrun.registry import Choice, Range, check_value
+from dlrun.train.metrics import every_epoch_metric
 
 Fraction = Annotated[float, Range(gt=0, lt=1)]
 NonNegative = Annotated[float, Range(ge=0)]
@@ -55,7 +56,7 @@ TRAINER = {
 # for the task (val/acc or val/mae) is checked once the data are loaded (train/run.py).
 EARLY_STOPPING = {
     "patience": Optional[Annotated[int, Range(ge=1)]],
-    "monitor": Annotated[str, Choice("val/loss", "val/acc", "val/mae", "train/loss")],
+    "monitor": Annotated[str, Choice(*every_epoch_metric())],
     "mode": Optional[Annotated[str, Choice("min", "max")]],
     "min_delta": NonNegative,
 }

@@ -14,15 +14,7 @@ from pathlib import Path
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError, DlrunError, did_you_mean
 from dlrun.sweep.space import Param
-
-
-def epoch_metrics(task: str) -> list[str]:
-    """The metrics every epoch reports, which a trial can be judged and pruned by."""
-    return ["val/loss", "val/acc" if task == "classification" else "val/mae", "train/loss"]
-
-
-def direction_for(metric: str) -> str:
-    return "maximize" if metric.endswith("acc") else "minimize"
+from dlrun.train.metrics import direction, epoch_metrics
 
 
 @dataclass(frozen=True)
@@ -52,7 +44,7 @@ def check_base(overrides: list[str], config_dir: str | Path | None, metric: str,
     if metric not in known:
         raise ConfigError(f"{where}: metric '{metric}' is not reported each epoch for a {task} task."
                           f"{did_you_mean(metric, known)} Metrics: {', '.join(known)}.")
-    return CheckedBase(run, task, metric, direction or direction_for(metric))
+    return CheckedBase(run, task, metric, direction or direction(metric))
 
 
 def check_params(params: list[Param], base_overrides: list[str], config_dir: str | Path | None, where: str,

@@ -15,13 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrun.train.metrics import quality_metric
+
 ANNOTATE_MAX_CLASSES = 12  # counts are written in the cells up to this many classes
 _NAME_CHARS = 18  # longer class names are cut on the axes
-
-
-def main_metric(task: str) -> str:
-    """The per-epoch quality metric of a task, as the module logs it."""
-    return "val/acc" if task == "classification" else "val/mae"
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -73,7 +70,7 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path | str, titl
     """
     from matplotlib.ticker import MaxNLocator
 
-    metric = main_metric(task)
+    metric = quality_metric(task)
     epochs = np.arange(1, len(history) + 1)
 
     def series(key: str) -> np.ndarray:
@@ -198,7 +195,7 @@ def _stored_history(record, history: list[dict[str, float]], task: str) -> list[
     """The run's epochs as MLflow holds them, so that a run resumed in the same MLflow run is
     plotted from its first epoch; this process's history where the store has fewer epochs or fails."""
     try:
-        stored = record.metric_history(["train/loss", "val/loss", main_metric(task)])
+        stored = record.metric_history(["train/loss", "val/loss", quality_metric(task)])
     except Exception:
         return history
     return stored if len(stored) >= len(history) else history

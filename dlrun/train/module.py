@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from dlrun.errors import TrainingFailed
+from dlrun.train.metrics import quality_name
 
 
 def penalized_parameters(net: nn.Module) -> list[nn.Parameter]:
@@ -45,7 +46,7 @@ class DlrunModule(pl.LightningModule):
         self.l1, self.l2 = l1, l2
         self._penalized = penalized_parameters(net) if (l1 or l2) else []
         self.register_buffer("target_scale", target_scale if target_scale is not None else torch.ones(1))
-        self.metric_name = "acc" if task == "classification" else "mae"
+        self.metric_name = quality_name(task)
         self.metrics = nn.ModuleDict({stage: self._metric(num_classes) for stage in ("val", "test")})
         self._sums: dict[str, list] = {}  # stage -> [sum of loss * rows, rows] over the epoch so far
 

@@ -314,12 +314,14 @@ def _early_stopping(options: dict | None, task: str):
         return None
     from pytorch_lightning.callbacks import EarlyStopping
 
+    from dlrun.train.metrics import direction, epoch_metrics
+
     monitor = options.get("monitor", "val/loss")
-    metrics = ["val/loss", "val/acc" if task == "classification" else "val/mae", "train/loss"]
+    metrics = epoch_metrics(task)
     if monitor not in metrics:
         raise ConfigError(f"trainer.early_stopping.monitor={monitor} is not logged for a {task} task. "
                           f"Monitor one of: {', '.join(metrics)}.")
-    mode = options.get("mode") or ("max" if monitor == "val/acc" else "min")
+    mode = options.get("mode") or direction(monitor)[:3]
     return EarlyStopping(monitor=monitor, mode=mode, patience=options["patience"],
                          min_delta=options.get("min_delta", 0.0))
 
