@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import yaml
@@ -16,11 +18,11 @@ def test_wheel_install_works_outside_the_repository(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(REPO),
                     "-w", str(wheels)], check=True, capture_output=True, cwd=tmp_path)
     venv = tmp_path / "venv"
-    # System site-packages provide torch and the rest; the venv holds only the wheel.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", *map(str, wheels.glob("*.whl"))],
-                   check=True, capture_output=True)
+    _borrow_dependencies(python)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
+                    *map(str, wheels.glob("*.whl"))], check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run([str(python), "-c", "import dlrun.config.paths as p; print(p.PACKAGE_CONF)"],
@@ -33,6 +35,17 @@ def test_wheel_install_works_outside_the_repository(tmp_path):
     listing = subprocess.run([str(venv / "bin" / "dlrun"), "configs", "data"], cwd=elsewhere,
                              capture_output=True, text=True)
     assert "digits" in listing.stdout and "diabetes" in listing.stdout
+
+
+def _borrow_dependencies(python: Path) -> None:
+    """Let the test's venv import torch and the rest from the environment running the suite (a venv
+    or not): its site-packages go on the new venv's path through a .pth file, after the venv's own,
+    so the wheel installed there wins. Listed plainly, their own .pth files are not run, so an
+    editable install of dlrun in the running environment stays invisible."""
+    target = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    ours = dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    Path(target, "dependencies-of-the-suite.pth").write_text("".join(f"{path}\n" for path in ours if Path(path).is_dir()))
 
 
 def test_the_wheel_holds_every_module_and_the_shipped_files(tmp_path):
