@@ -14,7 +14,7 @@ from pathlib import Path
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError, DlrunError, did_you_mean
 from dlrun.sweep.space import Param
-from dlrun.train.metrics import direction, epoch_metrics
+from dlrun.train.metrics import direction as direction_of, epoch_metrics
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def check_base(overrides: list[str], config_dir: str | Path | None, metric: str,
     if metric not in known:
         raise ConfigError(f"{where}: metric '{metric}' is not reported each epoch for a {task} task."
                           f"{did_you_mean(metric, known)} Metrics: {', '.join(known)}.")
-    return CheckedBase(run, task, metric, direction or direction(metric))
+    return CheckedBase(run, task, metric, direction or direction_of(metric))
 
 
 def check_params(params: list[Param], base_overrides: list[str], config_dir: str | Path | None, where: str,
