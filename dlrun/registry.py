@@ -5,6 +5,12 @@ config pulled from a shared tracking server cannot import or call arbitrary code
 Each builder declares its options as keyword arguments; `bind` checks a config's
 keys and values against that signature before anything is built. Registries hold
 plain functions, so importing one does not import torch.
+
+Where a default lives: a registry whose entries are options of a config group
+(optimizers: conf/optim/*.yaml) takes every default from those YAML files, which
+are what `dlrun train --cfg` prints and MLflow records, so its builders may not
+have defaults of their own. A registry whose entries are not group options
+(layer types inside a model's layer list) keeps its defaults in the signatures.
 """
 
 from __future__ import annotations
@@ -13,11 +19,11 @@ import inspect
 import math
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from dlrun.config.paths import shipped_values
 from dlrun.errors import ConfigError, did_you_mean, unknown_name_message
-
 
 @dataclass(frozen=True)
 class Range:
@@ -56,23 +62,57 @@ class Entry:
     name: str
     description: str
     builder: Callable[..., Any]
+    details: Mapping[str, Any] = field(default_factory=dict)  # what the registry requires besides the builder
+
+
+class BadValue(ConfigError):
+    """A config value that fails its check; `key` is the dotted key it sits at."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 class Registry:
     """A named family of builders (activations, losses, layers, ...)."""
 
-    def __init__(self, kind: str, skip_params: int = 0):
+    def __init__(self, kind: str, skip_params: int = 0, group: str | None = None,
+                 required: Mapping[str, Callable[[Any], Any]] | None = None):
         """Args:
         kind: what the entries are, for messages ("activation").
         skip_params: leading builder parameters supplied by dlrun, not by configs.
+        group: the config group whose options name these builders ("optim"). The shipped
+            options' YAML files then hold every default: a builder with a default of its
+            own cannot register, and `bind` takes an omitted key from those files.
+        required: details every registration must give, besides the builder, each with
+            the function that checks it and returns the value kept (losses: the tasks
+            each one fits).
         """
         self.kind = kind
         self.skip_params = skip_params
+        self.group = group
+        self.required = dict(required or {})
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, description: str):
+    def register(self, name: str, description: str, **details: Any):
+        """Decorate a builder to register it as `name`.
+
+        Raises:
+            TypeError: a required detail is missing or unknown, or the builder of a
+                group option has a default (its YAML file holds it).
+        """
+        missing = [key for key in self.required if key not in details]
+        unknown = [key for key in details if key not in self.required]
+        if missing or unknown:
+            wanted = ", ".join(f"{key}=..." for key in self.required) or "no details"
+            raise TypeError(f"{self.kind} '{name}' must be registered with {wanted}; "
+                            f"missing: {', '.join(missing) or 'none'}, unknown: {', '.join(unknown) or 'none'}.")
+        checked = {key: check(details[key]) for key, check in self.required.items()}
+
         def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
-            self._entries[name] = Entry(name, description, builder)
+            if self.group is not None:
+                self._refuse_defaults(name, builder)
+            self._entries[name] = Entry(name, description, builder, checked)
             return builder
 
         return decorate
@@ -88,16 +128,19 @@ class Registry:
 
     def config_params(self, name: str) -> dict[str, inspect.Parameter]:
         """The builder's parameters that a config may set."""
-        params = list(inspect.signature(self.get(name).builder).parameters.values())
-        return {p.name: p for p in params[self.skip_params :] if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD}
+        return _config_params(self.get(name).builder, self.skip_params)
 
-    def bind(self, name: str, options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    def bind(self, name: str, options: Mapping[str, Any], where: str, option: str | None = None) -> dict[str, Any]:
         """Check options against the builder's signature; return them with defaults filled.
+
+        A key the options omit takes the builder's default or, in a group registry, the
+        value that the shipped options naming this builder give it.
 
         Args:
             name: the registry name chosen by the config.
             options: the config's keys for the builder (without 'name' or 'type').
             where: the dotted config path, for messages ("optim", "model.layers[2]").
+            option: the group option that chose it ("momentum" for optim=momentum), for messages.
         """
         entry = self.get(name, where)
         params = self.config_params(name)
@@ -110,12 +153,46 @@ class Registry:
                     f" Keys it takes: {', '.join(params) or 'none'}."
                 )
             bound[key] = check_value(value, hints.get(key), f"{where}.{key}")
+        shipped = shipped_values(self.group, name) if self.group else {}
         for key, param in params.items():
-            if key not in bound:
-                if param.default is inspect.Parameter.empty:
-                    raise ConfigError(f"'{where}.{key}' is required for {self.kind} '{name}'; set {where}.{key}=...")
+            if key in bound:
+                continue
+            if param.default is not inspect.Parameter.empty:
                 bound[key] = param.default
+            elif key in shipped and not _interpolates(shipped[key]):
+                bound[key] = check_value(shipped[key], hints.get(key), f"{where}.{key}")
+            else:
+                raise ConfigError(self._missing_message(name, key, where, option, shipped.get(key)))
         return bound
+
+    def _missing_message(self, name: str, key: str, where: str, option: str | None, shipped: Any) -> str:
+        if self.group is None:
+            return f"'{where}.{key}' is required for {self.kind} '{name}'; set {where}.{key}=..."
+        chosen = f" ({self.group}={option})" if option else ""
+        reason = (f"the shipped {self.group} option gives it as {shipped}, which only the composed config resolves"
+                  if shipped is not None else f"no shipped {self.group} option gives it a value")
+        return (f"'{where}.{key}' is missing: {self.kind} '{name}'{chosen} takes it, and {reason}. "
+                f"Add '{key}: VALUE' to the option's YAML file, or pass {where}.{key}=VALUE.")
+
+    def _refuse_defaults(self, name: str, builder: Callable[..., Any]) -> None:
+        defaults = [p.name for p in _config_params(builder, self.skip_params).values()
+                    if p.default is not inspect.Parameter.empty]
+        if defaults:
+            raise TypeError(
+                f"{self.kind} '{name}' is a {self.group} option: its defaults belong in its YAML file "
+                f"(conf/{self.group}/{name}.yaml), not in the builder's signature. Remove the default of "
+                f"{', '.join(defaults)} and list every key in the YAML file."
+            )
+
+
+def _config_params(builder: Callable[..., Any], skip_params: int) -> dict[str, inspect.Parameter]:
+    params = list(inspect.signature(builder).parameters.values())
+    return {p.name: p for p in params[skip_params:] if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
+def _interpolates(value: Any) -> bool:
+    """A YAML value that refers to other keys (${optim.lr}): only a composed config can resolve it."""
+    return isinstance(value, str) and "${" in value
 
 
 _NUMBER_TYPES = {float: "a number", int: "an integer"}
@@ -124,8 +201,12 @@ _NUMBER_TYPES = {float: "a number", int: "an integer"}
 def check_value(value: Any, hint: Any, where: str) -> Any:
     """Check one config value against a builder annotation; return it coerced.
 
-    Understands float, int, bool, str, Optional[...], tuple/list of numbers and
-    Annotated[..., Range | Choice]. Anything else passes unchecked.
+    Understands float, int, bool, str, Optional[...], tuple/list of numbers (a
+    fixed-length tuple checks its length) and Annotated[..., Range | Choice].
+    Anything else passes unchecked.
+
+    Raises:
+        BadValue: the value breaks the annotation; its `key` is `where`.
     """
     if hint is None:
         return value
@@ -135,9 +216,9 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
         value = check_value(value, inner, where)
         for check in checks if value is not None else ():
             if isinstance(check, Range) and (problem := check.violation(value)):
-                raise ConfigError(f"'{where}' {problem}, got {value!r}.")
+                raise BadValue(where, f"'{where}' {problem}, got {value!r}.")
             if isinstance(check, Choice) and value not in check.options:
-                raise ConfigError(unknown_name_message("value", value, check.options, where))
+                raise BadValue(where, unknown_name_message("value", value, check.options, where))
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
@@ -151,24 +232,36 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"'{where}' must be true or false, got {value!r}.")
+            raise BadValue(where, f"'{where}' must be true or false, got {value!r}.")
         return value
     if hint in _NUMBER_TYPES:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if hint is int:
             ok = ok and (isinstance(value, int) or value.is_integer())
         if not ok:
-            raise ConfigError(f"'{where}' must be {_NUMBER_TYPES[hint]}, got {value!r}.")
+            raise BadValue(where, f"'{where}' must be {_NUMBER_TYPES[hint]}, got {value!r}.")
         if isinstance(value, float) and not math.isfinite(value):  # inf passes every lower bound, NaN every comparison
-            raise ConfigError(f"'{where}' must be a finite number, got {value!r}.")
+            raise BadValue(where, f"'{where}' must be a finite number, got {value!r}.")
         return hint(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"'{where}' must be a string, got {value!r}.")
+            raise BadValue(where, f"'{where}' must be a string, got {value!r}.")
         return value
     if typing.get_origin(hint) in (tuple, list):
-        item = (typing.get_args(hint) or (None,))[0]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{where}' must be a list, got {value!r}.")
-        return tuple(_coerce(v, item, f"{where}[{i}]") if item in _NUMBER_TYPES else v for i, v in enumerate(value))
+        return _coerce_sequence(value, hint, where)
     return value
+
+
+def _coerce_sequence(value: Any, hint: Any, where: str) -> tuple:
+    """A list as a tuple, numbers checked; tuple[float, float] also fixes the length (the builder indexes it)."""
+    args = typing.get_args(hint)
+    fixed = typing.get_origin(hint) is tuple and bool(args) and args[-1] is not Ellipsis
+    if not isinstance(value, (list, tuple)):
+        raise BadValue(where, f"'{where}' must be a list, got {value!r}.")
+    if fixed and len(value) != len(args):
+        items = f"{len(args)} {'numbers' if all(a in _NUMBER_TYPES for a in args) else 'values'}"
+        raise BadValue(where, f"'{where}' must be a list of {items}, got {len(value)} ({list(value)!r}).")
+    items = args if fixed else [(args or (None,))[0]] * len(value)
+    return tuple(_coerce(v, item, f"{where}[{i}]") if item in _NUMBER_TYPES else v
+                 for i, (v, item) in enumerate(zip(value, items)))
+

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from dlrun.registry import Range, Registry
 
-ACTIVATIONS = Registry("activation")
+ACTIVATIONS = Registry("activation", group="activation")
 
 
 @ACTIVATIONS.register("relu", "Rectified linear unit: max(0, x)")
@@ -29,14 +29,14 @@ def tanh():
 
 
 @ACTIVATIONS.register("leaky_relu", "ReLU with a small slope for negative inputs")
-def leaky_relu(negative_slope: Annotated[float, Range(ge=0)] = 0.01):
+def leaky_relu(negative_slope: Annotated[float, Range(ge=0)]):
     from torch import nn
 
     return nn.LeakyReLU(negative_slope)
 
 
 @ACTIVATIONS.register("elu", "Exponential linear unit")
-def elu(alpha: Annotated[float, Range(gt=0)] = 1.0):
+def elu(alpha: Annotated[float, Range(gt=0)]):
     from torch import nn
 
     return nn.ELU(alpha)

@@ -1,4 +1,7 @@
-"""Optimizers, chosen by the `optim` group. Keys use torch's own argument names."""
+"""Optimizers, chosen by the `optim` group. Keys use torch's own argument names.
+
+Builders take no defaults: each key's default is in conf/optim/NAME.yaml (see dlrun.registry).
+"""
 
 from typing import Annotated
 
@@ -6,15 +9,15 @@ from dlrun.errors import ConfigError
 from dlrun.registry import Range, Registry
 
 # The first builder parameter is the model's parameters, supplied by dlrun.
-OPTIMIZERS = Registry("optimizer", skip_params=1)
+OPTIMIZERS = Registry("optimizer", skip_params=1, group="optim")
 
 Lr = Annotated[float, Range(gt=0)]
 NonNegative = Annotated[float, Range(ge=0)]
+Epsilon = Annotated[float, Range(gt=0)]
 
 
 @OPTIMIZERS.register("sgd", "Stochastic gradient descent (optional momentum and Nesterov)")
-def sgd(params, lr: Lr = 0.01, momentum: NonNegative = 0.0, dampening: NonNegative = 0.0,
-        weight_decay: NonNegative = 0.0, nesterov: bool = False):
+def sgd(params, lr: Lr, momentum: NonNegative, dampening: NonNegative, weight_decay: NonNegative, nesterov: bool):
     import torch
 
     if nesterov and (momentum <= 0 or dampening != 0):
@@ -27,24 +30,22 @@ def sgd(params, lr: Lr = 0.01, momentum: NonNegative = 0.0, dampening: NonNegati
 
 
 @OPTIMIZERS.register("adam", "Adam: adaptive moment estimation")
-def adam(params, lr: Lr = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-         eps: Annotated[float, Range(gt=0)] = 1e-8, weight_decay: NonNegative = 0.0, amsgrad: bool = False):
+def adam(params, lr: Lr, betas: tuple[float, float], eps: Epsilon, weight_decay: NonNegative, amsgrad: bool):
     import torch
 
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
 
 @OPTIMIZERS.register("adamw", "Adam with decoupled weight decay")
-def adamw(params, lr: Lr = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-          eps: Annotated[float, Range(gt=0)] = 1e-8, weight_decay: NonNegative = 0.01, amsgrad: bool = False):
+def adamw(params, lr: Lr, betas: tuple[float, float], eps: Epsilon, weight_decay: NonNegative, amsgrad: bool):
     import torch
 
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
 
 @OPTIMIZERS.register("rmsprop", "RMSprop: divides by a running average of squared gradients")
-def rmsprop(params, lr: Lr = 1e-2, alpha: NonNegative = 0.99, eps: Annotated[float, Range(gt=0)] = 1e-8,
-            weight_decay: NonNegative = 0.0, momentum: NonNegative = 0.0, centered: bool = False):
+def rmsprop(params, lr: Lr, alpha: NonNegative, eps: Epsilon, weight_decay: NonNegative, momentum: NonNegative,
+            centered: bool):
     import torch
 
     return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
@@ -52,8 +53,8 @@ def rmsprop(params, lr: Lr = 1e-2, alpha: NonNegative = 0.99, eps: Annotated[flo
 
 
 @OPTIMIZERS.register("adagrad", "Adagrad: per-parameter rates shrinking with the sum of squared gradients")
-def adagrad(params, lr: Lr = 1e-2, lr_decay: NonNegative = 0.0, weight_decay: NonNegative = 0.0,
-            initial_accumulator_value: NonNegative = 0.0, eps: Annotated[float, Range(gt=0)] = 1e-10):
+def adagrad(params, lr: Lr, lr_decay: NonNegative, weight_decay: NonNegative,
+            initial_accumulator_value: NonNegative, eps: Epsilon):
     import torch
 
     return torch.optim.Adagrad(params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,

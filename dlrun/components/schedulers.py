@@ -4,7 +4,8 @@ A builder receives the optimizer and a ScheduleContext and returns Lightning's
 lr-scheduler dict ({"scheduler": ..., "interval": "epoch" | "step", ...}), or
 None for a constant rate. Epoch schedules change the rate between epochs, step
 schedules after every optimizer step; both start from optim.lr (onecycle: from
-max_lr / div_factor).
+max_lr / div_factor). Builders take no defaults: each key's default is in
+conf/scheduler/NAME.yaml (see dlrun.registry).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
-from dlrun.errors import ConfigError
 from dlrun.registry import Choice, Range, Registry
 
 # The optimizer and the ScheduleContext are supplied by dlrun.
-SCHEDULERS = Registry("scheduler", skip_params=2)
+SCHEDULERS = Registry("scheduler", skip_params=2, group="scheduler")
 
 NonNegative = Annotated[float, Range(ge=0)]
 
@@ -41,23 +41,23 @@ def none(optimizer, ctx: ScheduleContext):
 
 
 @SCHEDULERS.register("step", "Multiply the rate by gamma every step_size epochs")
-def step(optimizer, ctx: ScheduleContext, step_size: Annotated[int, Range(ge=1)] = 10,
-         gamma: Annotated[float, Range(gt=0, le=1)] = 0.1):
+def step(optimizer, ctx: ScheduleContext, step_size: Annotated[int, Range(ge=1)],
+         gamma: Annotated[float, Range(gt=0, le=1)]):
     from torch.optim.lr_scheduler import StepLR
 
     return {"scheduler": StepLR(optimizer, step_size=step_size, gamma=gamma), "interval": "epoch"}
 
 
 @SCHEDULERS.register("cosine", "Cosine annealing from optim.lr to eta_min over trainer.max_epochs")
-def cosine(optimizer, ctx: ScheduleContext, eta_min: NonNegative = 0.0):
+def cosine(optimizer, ctx: ScheduleContext, eta_min: NonNegative):
     from torch.optim.lr_scheduler import CosineAnnealingLR
 
     return {"scheduler": CosineAnnealingLR(optimizer, T_max=ctx.max_epochs, eta_min=eta_min), "interval": "epoch"}
 
 
 @SCHEDULERS.register("plateau", "Multiply the rate by factor when val/loss stalls for patience epochs")
-def plateau(optimizer, ctx: ScheduleContext, factor: Annotated[float, Range(gt=0, lt=1)] = 0.1,
-            patience: Annotated[int, Range(ge=0)] = 5, threshold: NonNegative = 1e-4, min_lr: NonNegative = 0.0):
+def plateau(optimizer, ctx: ScheduleContext, factor: Annotated[float, Range(gt=0, lt=1)],
+            patience: Annotated[int, Range(ge=0)], threshold: NonNegative, min_lr: NonNegative):
     from torch.optim.lr_scheduler import ReduceLROnPlateau
 
     scheduler = ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=patience,
@@ -66,11 +66,11 @@ def plateau(optimizer, ctx: ScheduleContext, factor: Annotated[float, Range(gt=0
 
 
 @SCHEDULERS.register("onecycle", "One cycle per step: up to max_lr, then down far below optim.lr")
-def onecycle(optimizer, ctx: ScheduleContext, max_lr: Optional[Annotated[float, Range(gt=0)]] = None,
-             pct_start: Annotated[float, Range(gt=0, lt=1)] = 0.3,
-             anneal_strategy: Annotated[str, Choice("cos", "linear")] = "cos",
-             div_factor: Annotated[float, Range(gt=0)] = 25.0,
-             final_div_factor: Annotated[float, Range(gt=0)] = 1e4):
+def onecycle(optimizer, ctx: ScheduleContext, max_lr: Optional[Annotated[float, Range(gt=0)]],
+             pct_start: Annotated[float, Range(gt=0, lt=1)],
+             anneal_strategy: Annotated[str, Choice("cos", "linear")],
+             div_factor: Annotated[float, Range(gt=0)],
+             final_div_factor: Annotated[float, Range(gt=0)]):
     """max_lr None: the optimizer's own rate (optim.lr) is the peak."""
     from torch.optim.lr_scheduler import OneCycleLR
 
@@ -82,15 +82,16 @@ def onecycle(optimizer, ctx: ScheduleContext, max_lr: Optional[Annotated[float, 
 
 
 @SCHEDULERS.register("warmup_cosine", "Linear warm-up for warmup_epochs, then cosine down to eta_min (per step)")
-def warmup_cosine(optimizer, ctx: ScheduleContext, warmup_epochs: NonNegative = 1.0, eta_min: NonNegative = 0.0):
+def warmup_cosine(optimizer, ctx: ScheduleContext, warmup_epochs: NonNegative, eta_min: NonNegative):
+    """A linear rise to optim.lr over warmup_epochs, then a half cosine down to eta_min at the end.
+
+    A warm-up as long as training or longer (warmup_epochs >= trainer.max_epochs) warms up
+    over what there is: the rate rises over every step, reaches optim.lr at the last one,
+    and no cosine part follows. So a short run (trainer.max_epochs=1) works with any warm-up.
+    """
     from torch.optim.lr_scheduler import LambdaLR
 
-    if warmup_epochs >= ctx.max_epochs:
-        raise ConfigError(
-            f"scheduler.warmup_epochs={warmup_epochs:g} leaves no epochs of trainer.max_epochs={ctx.max_epochs} "
-            f"for the cosine part. Set scheduler.warmup_epochs below {ctx.max_epochs}."
-        )
-    warmup_steps = round(warmup_epochs * ctx.steps_per_epoch)
+    warmup_steps = min(round(warmup_epochs * ctx.steps_per_epoch), ctx.total_steps)
     factors = [functools.partial(warmup_cosine_factor, warmup_steps=warmup_steps, total_steps=ctx.total_steps,
                                  floor=eta_min / group["lr"])
                for group in optimizer.param_groups]

@@ -5,7 +5,11 @@ Kept free of Hydra and torch so that `dlrun configs` starts fast.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -16,6 +20,8 @@ PACKAGE_CONF = next(
     _PACKAGE_DIR / "conf",
 )
 PRIMARY = "train"
+# Keys of an option file that are not its builder's options.
+NOT_OPTIONS = ("name", "defaults")
 
 
 def config_roots(config_dir: str | Path | None = None) -> list[Path]:
@@ -52,3 +58,31 @@ def describe(file: Path) -> str:
         if stripped:
             break
     return ""
+
+
+def read_option(file: Path) -> dict[str, Any]:
+    """An option file's keys as written (interpolations unresolved); {} for a file that is not a mapping."""
+    data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+@functools.cache
+def shipped_values(group: str, builder: str) -> dict[str, Any]:
+    """The values that the package's own options of `group` give the builder they name.
+
+    The option named after the builder comes first (optim/sgd.yaml for sgd); the
+    other options naming it (optim/momentum.yaml, name: sgd) give the keys it leaves
+    out. These files are where a group option's defaults live (see dlrun.registry).
+
+    Args:
+        group: a config group ("optim").
+        builder: a registry name ("sgd").
+    """
+    folder = PACKAGE_CONF / group
+    files = sorted(folder.glob("*.yaml"), key=lambda file: (file.stem != builder, file.stem))
+    values: dict[str, Any] = {}
+    for file in files:
+        option = read_option(file)
+        if option.get("name") == builder:
+            values.update({k: v for k, v in option.items() if k not in NOT_OPTIONS and k not in values})
+    return values

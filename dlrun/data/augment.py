@@ -10,7 +10,8 @@ training batches pass through it; val and test never do.
 
 Inputs arrive preprocessed (standardized), so `noise.std` is in units of the
 features' standard deviation. torch is imported when a builder runs, not here:
-config validation imports AUGMENTS.
+config validation imports AUGMENTS. Builders take no defaults: each key's default
+is in conf/augment/NAME.yaml (see dlrun.registry).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dlrun.errors import ConfigError
 from dlrun.registry import Range, Registry
 
 # The first builder parameter, the sample shape, is dlrun's to supply, not the config's.
-AUGMENTS = Registry("augmentation", skip_params=1)
+AUGMENTS = Registry("augmentation", skip_params=1, group="augment")
 
 Degrees = Annotated[float, Range(ge=0, le=180)]
 Zoom = Annotated[float, Range(gt=0)]
@@ -35,7 +36,7 @@ def none(sample_shape: tuple[int, ...]):
 
 
 @AUGMENTS.register("flip", "Mirror each training image with probability 0.5: augment.horizontal, augment.vertical")
-def flip(sample_shape: tuple[int, ...], horizontal: bool = True, vertical: bool = False):
+def flip(sample_shape: tuple[int, ...], horizontal: bool, vertical: bool):
     """Left-right (horizontal) and/or top-bottom (vertical) mirroring, each drawn per sample; neither: no augmentation."""
     _need_images(sample_shape, "flip")
     dims = [dim for dim, on in ((-1, horizontal), (-2, vertical)) if on]
@@ -49,14 +50,14 @@ def flip(sample_shape: tuple[int, ...], horizontal: bool = True, vertical: bool 
 
 
 @AUGMENTS.register("rotate", "Rotate each training image by a random angle in [-augment.degrees, augment.degrees]")
-def rotate(sample_shape: tuple[int, ...], degrees: Degrees = 15.0):
+def rotate(sample_shape: tuple[int, ...], degrees: Degrees):
     """A uniform random rotation about the image centre per sample."""
     _need_images(sample_shape, "rotate")
     return lambda inputs, generator: _affine(inputs, generator, degrees, 1.0, 1.0)
 
 
 @AUGMENTS.register("scale", "Zoom each training image by a random factor in [augment.min, augment.max]")
-def scale(sample_shape: tuple[int, ...], min: Zoom = 0.9, max: Zoom = 1.1):  # noqa: A002 (config key names)
+def scale(sample_shape: tuple[int, ...], min: Zoom, max: Zoom):  # noqa: A002 (config key names)
     """A uniform random zoom about the image centre per sample (above 1 zooms in)."""
     _need_images(sample_shape, "scale")
     _need_order(min, max)
@@ -64,14 +65,13 @@ def scale(sample_shape: tuple[int, ...], min: Zoom = 0.9, max: Zoom = 1.1):  # n
 
 
 @AUGMENTS.register("noise", "Add Gaussian noise of standard deviation augment.std to every training input (any data)")
-def noise(sample_shape: tuple[int, ...], std: Std = 0.1):
+def noise(sample_shape: tuple[int, ...], std: Std):
     """Gaussian noise on every feature; works for images, tables and sequences alike."""
     return (lambda inputs, generator: _add_noise(inputs, generator, std)) if std > 0 else None
 
 
 @AUGMENTS.register("basic", "Rotate, zoom and add noise to each training image (augment.degrees, min, max, std)")
-def basic(sample_shape: tuple[int, ...], degrees: Degrees = 10.0, min: Zoom = 0.9, max: Zoom = 1.1,  # noqa: A002
-          std: Std = 0.05):
+def basic(sample_shape: tuple[int, ...], degrees: Degrees, min: Zoom, max: Zoom, std: Std):  # noqa: A002
     """rotate and scale in one resampling (no double blur), then noise."""
     _need_images(sample_shape, "basic")
     _need_order(min, max)

@@ -269,7 +269,8 @@ def test_onecycle_max_lr_overrides_the_peak_and_none_means_the_optimizers_rate()
     assert max(rates) == pytest.approx(0.5) and rates[0] == pytest.approx(0.02)
     assert rates[1] == pytest.approx(0.02 + (0.5 - 0.02) / 2)  # linear: halfway up at step 1 of 0..2
     optimizer = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.7)
-    SCHEDULERS.get("onecycle").builder(optimizer, ScheduleContext(2, 3), max_lr=None)
+    options = SCHEDULERS.bind("onecycle", {"max_lr": None}, "scheduler")  # the rest from onecycle.yaml
+    SCHEDULERS.get("onecycle").builder(optimizer, ScheduleContext(2, 3), **options)
     assert optimizer.param_groups[0]["max_lr"] == 0.7
 
 
@@ -282,9 +283,20 @@ def test_warmup_cosine_rises_linearly_for_warmup_epochs_then_follows_a_cosine_pe
     assert rates[4:] == pytest.approx([0.01 + 0.09 * (1 + math.cos(math.pi * s / 8)) / 2 for s in range(8)])
 
 
-def test_warmup_as_long_as_training_is_a_config_error():
-    with pytest.raises(ConfigError, match="scheduler.warmup_epochs=3 leaves no epochs of trainer.max_epochs=3"):
-        _schedule(["scheduler=warmup_cosine", "scheduler.warmup_epochs=3"], max_epochs=3)
+@pytest.mark.parametrize("warmup_epochs,max_epochs", [(3, 3), (5, 2), (1, 1)])
+def test_a_warmup_as_long_as_training_or_longer_warms_up_over_what_there_is(warmup_epochs, max_epochs):
+    schedule, optimizer = _schedule(["scheduler=warmup_cosine", f"scheduler.warmup_epochs={warmup_epochs}"],
+                                    lr=0.1, max_epochs=max_epochs, steps_per_epoch=4)
+    steps = 4 * max_epochs
+    # A linear rise over every step, optim.lr at the last one, and no cosine part.
+    assert _rates(schedule, optimizer, steps) == pytest.approx([0.1 * (s + 1) / steps for s in range(steps)])
+
+
+def test_a_one_epoch_run_with_the_shipped_warmup_builds_its_schedule():
+    run = _run("scheduler=warmup_cosine", "trainer.max_epochs=1", "optim=sgd", "optim.lr=0.1")
+    optimizer = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+    schedule = train_setup._scheduler_factory(run, SimpleNamespace(x_train=torch.zeros(128, 2)))(optimizer)
+    assert _rates(schedule, optimizer, 2) == pytest.approx([0.05, 0.1])  # 128 rows in batches of 64: 2 steps
 
 
 # --- trainer: early stopping, pass-through, logged lr -------------------------------------

@@ -35,7 +35,8 @@ def _net() -> nn.Sequential:
 
 def _module(net=None, loss="cross_entropy", task="classification", num_classes=2, **kw):
     net = net if net is not None else _net()
-    return DlrunModule(net, LOSSES.get(loss).builder(num_classes), lambda p: torch.optim.SGD(p, lr=0.1),
+    loss_fn = LOSSES.get(loss).builder(num_classes, **LOSSES.bind(loss, {}, "loss"))  # options as loss/NAME.yaml
+    return DlrunModule(net, loss_fn, lambda p: torch.optim.SGD(p, lr=0.1),
                        task, num_classes, **kw)
 
 
