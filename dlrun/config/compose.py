@@ -7,7 +7,8 @@ dlrun's order and handed to Hydra's loader directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from dlrun.errors import ConfigError, did_you_mean, unknown_name_message
 # would pass any resolver through), hydra: has no Hydra app behind it here, and now, python_version or a
 # plugin's resolver make a value that the config does not show.
 ALLOWED_RESOLVERS = ("oc.select", "oc.dict.keys", "oc.dict.values")
+# A value that is only a reference to another key: ${model.width} (no resolver, nothing around it).
+_REFERENCE = re.compile(r"^\$\{([A-Za-z_][\w.\[\]]*)\}$")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class Composed:
     config: dict[str, Any]
     choices: dict[str, str]  # group -> chosen option, e.g. {"model": "cnn"}
     overrides: list[str]
+    # key -> the key its value came from through ${...}, followed to the end:
+    # {"model.layers[0].out_channels": "model.width"}; messages name both.
+    references: dict[str, str] = field(default_factory=dict)
 
 
 def compose(overrides: list[str], config_dir: str | Path | None = None) -> Composed:
@@ -50,12 +56,42 @@ def compose(overrides: list[str], config_dir: str | Path | None = None) -> Compo
     }
     with open_dict(loaded):
         del loaded["hydra"]
-    refuse_resolvers(OmegaConf.to_container(loaded, resolve=False), "the config")
+    unresolved = OmegaConf.to_container(loaded, resolve=False)
+    refuse_resolvers(unresolved, "the config")
     try:
         config = OmegaConf.to_container(loaded, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as error:
         raise ConfigError(f"cannot resolve the config at '{error.full_key}': {_first_line(error.msg)}") from None
-    return Composed(config=config, choices=choices, overrides=list(overrides))
+    return Composed(config=config, choices=choices, overrides=list(overrides), references=references_in(unresolved))
+
+
+def references_in(unresolved: Any) -> dict[str, str]:
+    """Each key whose value is a bare reference (${model.width}) and the key it ends at.
+
+    Keys are written as dlrun's messages write them: model.layers[0].out_channels.
+    A chain (a: ${b}, b: ${c}) is followed to the key that holds a value of its own.
+    """
+    direct: dict[str, str] = {}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                walk(value, f"{key}.{name}" if key else str(name))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{key}[{index}]")
+        elif isinstance(node, str) and (match := _REFERENCE.match(node)):
+            direct[key] = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", match.group(1))  # OmegaConf's a.0 is a[0]
+
+    walk(unresolved, "")
+    ends = {}
+    for key, target in direct.items():
+        seen = {key}
+        while target in direct and target not in seen:
+            seen.add(target)
+            target = direct[target]
+        ends[key] = target
+    return ends
 
 
 def refuse_resolvers(node: Any, source: str, key: str = "") -> None:

@@ -6,8 +6,11 @@ torch, so that bad input fails fast and leaves nothing behind.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional, Union
+from urllib.parse import urlparse
 
 from dlrun.components.activations import ACTIVATIONS
 from dlrun.components.losses import LOSSES
@@ -15,10 +18,10 @@ from dlrun.components.optimizers import OPTIMIZERS
 from dlrun.components.schedulers import SCHEDULERS
 from dlrun.config.compose import Composed
 from dlrun.data.augment import AUGMENTS
-from dlrun.data.sources import DATASETS
+from dlrun.data.sources import COMMON_KEYS, DATASETS
 from dlrun.errors import ConfigError, did_you_mean
 from dlrun.models.build import check_layer_specs
-from dlrun.registry import Choice, Range, check_value
+from dlrun.registry import BadValue, Choice, Range, check_value
 from dlrun.train.metrics import every_epoch_metric
 
 Fraction = Annotated[float, Range(gt=0, lt=1)]
@@ -97,7 +100,18 @@ class RunConfig:
 
 
 def validate(composed: Composed) -> RunConfig:
-    """Check every part of the config; a ConfigError names the first problem found."""
+    """Check every part of the config; a ConfigError names the first problem found.
+
+    A bad value that came through an interpolation (out_channels: ${model.width}) is
+    named together with the key the user set: "... (from model.width=0)".
+    """
+    try:
+        return _validate(composed)
+    except BadValue as error:
+        raise _naming_the_source(error, composed) from None
+
+
+def _validate(composed: Composed) -> RunConfig:
     cfg = composed.config
     _check_keys(cfg, TOP_LEVEL, "", required=True)
     data = cfg["data"]
@@ -112,8 +126,6 @@ def validate(composed: Composed) -> RunConfig:
             f"data.val_fraction ({data['val_fraction']}) + data.test_fraction ({data['test_fraction']}) "
             "leave no training data; their sum must be below 1."
         )
-    from dlrun.data.sources import COMMON_KEYS
-
     DATASETS.bind(data["name"], {k: v for k, v in data.items() if k not in COMMON_KEYS}, "data")
     if "layers" not in cfg["model"]:
         raise ConfigError("the model config has no 'layers' list; see `dlrun configs model` for examples.")
@@ -127,24 +139,53 @@ def validate(composed: Composed) -> RunConfig:
         raise ConfigError("'trainer.max_epochs' is missing; set trainer.max_epochs=N.")
     return RunConfig(
         config=cfg, choices=composed.choices, overrides=composed.overrides,
-        activation=_component(cfg, "activation", ACTIVATIONS),
-        loss=_component(cfg, "loss", LOSSES),
-        optim=_component(cfg, "optim", OPTIMIZERS),
-        scheduler=_component(cfg, "scheduler", SCHEDULERS),
-        augment=_component(cfg, "augment", AUGMENTS),
+        activation=_component(composed, "activation", ACTIVATIONS),
+        loss=_component(composed, "loss", LOSSES),
+        optim=_component(composed, "optim", OPTIMIZERS),
+        scheduler=_component(composed, "scheduler", SCHEDULERS),
+        augment=_component(composed, "augment", AUGMENTS),
     )
+
+
+def _naming_the_source(error: BadValue, composed: Composed) -> BadValue:
+    """The error with the key its value was interpolated from, as the user set it if an override did."""
+    key = next((k for k in _key_and_parents(error.key) if k in composed.references), None)
+    if key is None:
+        return error
+    source = composed.references[key]
+    given = [o for o in composed.overrides if o.split("=", 1)[0].lstrip("+") == source]
+    origin = given[-1] if given else f"{source}={_lookup(composed.config, source)!r}"
+    message = str(error)
+    head, dot = (message[:-1], ".") if message.endswith(".") else (message, "")
+    return BadValue(error.key, f"{head} (from {origin}){dot}")
+
+
+def _key_and_parents(key: str) -> list[str]:
+    """model.layers[0].out_channels, then model.layers[0], model.layers, model."""
+    keys = [key]
+    while (cut := max(key.rfind("."), key.rfind("["))) > 0:
+        key = key[:cut]
+        keys.append(key)
+    return keys
+
+
+def _lookup(config: dict, key: str) -> Any:
+    """The value at a dotted key (a.b[0].c), or None where there is none."""
+    node: Any = config
+    for part in re.findall(r"[^.\[\]]+", key):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _check_tracking_uri(configured: str | None) -> None:
     """A store MLflow can open, named before any data is read (MLflow's own error comes after training set up)."""
-    import os
-
     uri, where = (configured, "'tracking.uri'") if configured else (os.environ.get("MLFLOW_TRACKING_URI"),
                                                                       "$MLFLOW_TRACKING_URI")
     if not uri:
         return
-    from urllib.parse import urlparse
-
     parsed = urlparse(uri)
     scheme = parsed.scheme.split("+")[0]  # postgresql+psycopg2://
     if not scheme and parsed.path in ("databricks", "databricks-uc", "uc"):
@@ -173,11 +214,11 @@ def _need_name(node: Any, where: str) -> None:
         raise ConfigError(f"the '{where}' config needs a 'name' key naming what to use.")
 
 
-def _component(cfg: dict, group: str, registry) -> tuple[str, dict]:
-    node = cfg[group]
+def _component(composed: Composed, group: str, registry) -> tuple[str, dict]:
+    node = composed.config[group]
     _need_name(node, group)
     name = node["name"]
-    options = registry.bind(name, {k: v for k, v in node.items() if k != "name"}, group)
+    options = registry.bind(name, {k: v for k, v in node.items() if k != "name"}, group, composed.choices.get(group))
     return name, options
 
 
