@@ -3,7 +3,8 @@
 The registries whose entries are config group options (activation, loss, optim,
 scheduler, augment) take their defaults from conf/GROUP/*.yaml, which is what
 `dlrun train --cfg` prints and MLflow records. Layer types (entries of a model's
-layer list) and data sets keep their defaults in their signatures.
+layer list) keep their defaults in their signatures, and so, for now, do data sets:
+there the signatures and the shipped data files are checked to agree.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dlrun.components.optimizers import OPTIMIZERS
 from dlrun.components.schedulers import SCHEDULERS
 from dlrun.config.paths import NOT_OPTIONS, PACKAGE_CONF, group_options, read_option, shipped_values
 from dlrun.data.augment import AUGMENTS
+from dlrun.data.sources import COMMON_KEYS, DATASETS
 from dlrun.errors import ConfigError
 from dlrun.registry import Registry
 
@@ -105,3 +107,15 @@ def test_a_user_option_without_a_key_no_shipped_option_gives_exits_2(workdir):
     assert result.exit_code == 2, result.output
     assert "'scheduler.max_lr' is missing" in result.output and "scheduler=mine" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option,file", sorted(SHIPPED["data"].items()), ids=lambda v: getattr(v, "name", v))
+def test_a_shipped_data_option_agrees_with_its_sources_signature(option, file):
+    values = read_option(file)
+    params = DATASETS.config_params(values["name"])
+    keys = {key for key in values if key not in NOT_OPTIONS and key not in COMMON_KEYS}
+    assert keys == set(params), f"{file} and data set '{values['name']}' take different keys"
+    for key in keys:
+        if not (isinstance(values[key], str) and "${" in values[key]):  # seed: ${seed}, the run's seed
+            assert values[key] == params[key].default, f"{file}: {key} is {values[key]!r}, the signature says " \
+                                                       f"{params[key].default!r}"
