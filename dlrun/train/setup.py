@@ -71,7 +71,7 @@ def make_loaders(run: RunConfig, prepared: Prepared) -> dict:
 
 def _check_optimization(module) -> None:
     """Build the optimizer and schedule once and discard them, so that keys that clash
-    (nesterov without momentum, a warm-up as long as training) stop the command before
+    (nesterov without momentum, or with dampening) stop the command before
     the MLflow run exists rather than at the start of fit."""
     try:
         module.configure_optimizers()
