@@ -1,7 +1,7 @@
 """Regenerate QUALITY.md: dlrun's reference runs against scikit-learn baselines.
 
-    python bench/quality.py            # all reference runs (a few minutes on 2 cores)
-    python bench/quality.py --only iris wine
+    python -m bench.quality            # all reference runs (a few minutes on 2 cores)
+    python -m bench.quality --only iris wine
 
 Each reference run is a `dlrun train` command (run in-process, recorded in a
 throw-away MLflow store). The baselines are trained in this script on exactly the

@@ -1,9 +1,10 @@
 """Soak test: many tiny `dlrun train` runs in one process keep memory flat and the store consistent.
 
-    python bench/soak.py                      # 200 runs of one iris epoch each (3 to 10 minutes on 2 cores)
-    python bench/soak.py --runs 5 --settle 2 --out /tmp/s   # tiny: shows that it works (the test uses it)
-    nice python bench/soak.py --keep          # keep the work folder (its store and outputs) to look inside
+    python -m bench.soak                      # 200 runs of one iris epoch each (3 to 10 minutes on 2 cores)
+    python -m bench.soak --runs 5 --settle 2 --out /tmp/s   # tiny: shows that it works (the test uses it)
+    nice python -m bench.soak --keep          # keep the work folder (its store and outputs) to look inside
 
+Run from the repository root.
 Each run is `dlrun train data=iris trainer.max_epochs=1 seed=I` invoked through dlrun's own command
 (Typer's CliRunner on `dlrun.cli.app`, so composition, validation, training, MLflow logging with the
 served model, and the summary all run as a user's `dlrun train` does), one after another in this
@@ -22,22 +23,17 @@ at the end unless --keep or --work is given.
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
+import shutil
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-sys.dont_write_bytecode = True  # run from a checkout: leave no __pycache__ behind
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+RESULTS = Path(__file__).resolve().parent / "results"
 
 RUN = ["train", "data=iris", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
 REQUIRED_METRICS = ("train/loss", "val/loss", "test/loss", "test/acc")  # iris is a classification set
@@ -215,8 +211,6 @@ def markdown(results: dict) -> str:
 
 
 def environment() -> dict:
-    import platform
-
     import dlrun
 
     return {"cores": os.cpu_count(), "python": platform.python_version(), "dlrun": dlrun.__version__,
@@ -230,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=int, default=20, help="the run after which memory must stay flat")
     parser.add_argument("--max-growth-mib", type=float, default=50.0,
                         help="resident memory may grow at most this much from run --settle to the last")
-    parser.add_argument("--out", default=str(BENCH / "results"), help="where soak.json and soak.md go")
+    parser.add_argument("--out", default=str(RESULTS), help="where soak.json and soak.md go")
     parser.add_argument("--work", help="the folder the runs are made in (kept); default: a temporary one")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder (its path is printed)")
     args = parser.parse_args(argv)

@@ -14,22 +14,22 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench import soak
 
-from bench import soak  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 RUNS = 5
 
 
 @pytest.fixture(scope="module")
 def soaked(tmp_path_factory):
-    """bench/soak.py with 5 runs, its work folder kept so that the checks can be tried on a broken store."""
+    """`python -m bench.soak` with 5 runs, its work folder kept so that the checks can be tried on a broken store."""
     folder = tmp_path_factory.mktemp("soak")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "soak.py"), "--runs", str(RUNS), "--settle", "2",
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    done = subprocess.run([sys.executable, "-m", "bench.soak", "--runs", str(RUNS), "--settle", "2",
                            "--out", str(folder / "out"), "--work", str(folder / "work")],
-                          cwd=folder, env=env, capture_output=True, text=True, timeout=1800, check=False)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False)
     return folder, done
 
 
