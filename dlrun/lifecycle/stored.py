@@ -32,7 +32,7 @@ def open_store(uri: str | None = None):
     """An MlflowClient for uri (default: as dlrun train would choose), never creating a store."""
     from mlflow.tracking import MlflowClient
 
-    from dlrun.tracking.record import tracking_uri
+    from dlrun.tracking.store import tracking_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stdout for dlrun's answer
     uri = tracking_uri(uri)
@@ -68,12 +68,20 @@ class StoredRun:
     def run_id(self) -> str:
         return self.run.info.run_id
 
-    def run_config(self, overrides: list[str] | None = None):
-        """The validated RunConfig of this run, with KEY=VALUE overrides applied."""
+    def run_config(self, overrides: list[str] | None = None, uri: str | None = None):
+        """The validated RunConfig of this run, with KEY=VALUE overrides applied.
+
+        Args:
+            overrides: KEY=VALUE changes (a derived run).
+            uri: the store the user named (--tracking-uri) to read this run from: a run trained from this
+                config goes there too, rather than where the stored tracking.uri (often unset) points.
+        """
         from dlrun.config.compose import Composed
         from dlrun.config.validate import validate
 
         config = apply_overrides(self.config, overrides or [], f"the config of run {self.run_id}")
+        if uri:
+            config["tracking"]["uri"] = uri
         _refuse_climbing_output_dir(config, self.run_id)
         groups = {k: v for k, v in self.run.data.params.items() if "." not in k and isinstance(self.config.get(k), dict)}
         try:
@@ -86,7 +94,7 @@ class StoredRun:
         """The run's logged MLflow model as a pyfunc; RunNotFound if it logged none."""
         import mlflow.pyfunc
 
-        from dlrun.tracking.record import active_store
+        from dlrun.tracking.store import active_store
 
         model_uri = self._own_model_uri()
         with active_store(self.uri):

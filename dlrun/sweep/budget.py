@@ -123,7 +123,7 @@ def _close_child_run(run_id: str | None, store_uri: str) -> None:
         return
     from mlflow.tracking import MlflowClient
 
-    from dlrun.tracking.record import retry_while_locked
+    from dlrun.tracking.store import retry_while_locked
 
     client = MlflowClient(tracking_uri=store_uri)
     retry_while_locked(client.set_tag, run_id, "dlrun.trial_state", CRASHED)

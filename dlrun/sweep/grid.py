@@ -43,7 +43,7 @@ def run_grid(overrides: list[str], config_dir: str | None, jobs: int, metric: st
     from dlrun.sweep.check import check_base, check_metric_fits, compose_run
     from dlrun.sweep.parent import SweepParent
     from dlrun.sweep.space import grid, parse
-    from dlrun.tracking.record import tracking_uri
+    from dlrun.tracking.store import tracking_uri
 
     combinations = grid(overrides, group_options(config_roots(config_dir)))
     varying = {o.input_line for o in parse(overrides, "override") if o.is_sweep_override()}
@@ -69,7 +69,7 @@ def run_grid(overrides: list[str], config_dir: str | None, jobs: int, metric: st
         parent.log_best(rows, metric, checked.direction, step=number)
 
     from dlrun.sweep.parent import child_tags
-    from dlrun.train.run import Interrupted
+    from dlrun.train.outcome import Interrupted
 
     jobs_args = [(c, config_dir, metric, uri, child_tags(parent.run_id, "grid", n)) for n, c in enumerate(combinations)]
     try:

@@ -20,8 +20,7 @@ class SweepParent:
     def __init__(self, uri: str, experiment: str, run_id: str | None = None):
         from dlrun.tracking.record import RunRecord
 
-        self.record = RunRecord(uri, experiment)
-        self.record.run_id = run_id
+        self.record = RunRecord(uri, experiment, run_id)
 
     @property
     def run_id(self) -> str:

@@ -67,7 +67,7 @@ def run_study(spec: SweepSpec, options: Options, echo: Callable[[str], None]) ->
     echo(f"dlrun: study '{session.name}' in {session.storage_url}: {done} trials done, "
          f"budget {session.n_trials}, {jobs} process{'es' if jobs > 1 else ''}; parent run {session.parent_run_id}")
     from dlrun.sweep.parent import SweepParent
-    from dlrun.train.run import Interrupted
+    from dlrun.train.outcome import Interrupted
 
     parent = SweepParent(session.store_uri, session.experiment, session.parent_run_id)
     try:
@@ -120,7 +120,7 @@ def _run_one(session: _Study, trial) -> TrialRow:
 
     from dlrun.sweep.parent import child_tags
     from dlrun.sweep.trial import run_trial
-    from dlrun.train.run import Interrupted
+    from dlrun.train.outcome import Interrupted
 
     own = [p.override(suggest(trial, p)) for p in session.params]
     trial.set_user_attr("overrides", own)
@@ -223,7 +223,7 @@ def _open(spec: SweepSpec, options: Options) -> _Study:
     from dlrun.config.paths import config_roots, group_options
     from dlrun.sweep.check import check_base, check_params
     from dlrun.sweep.space import search_space
-    from dlrun.tracking.record import tracking_uri
+    from dlrun.tracking.store import tracking_uri
 
     where = str(spec.path)
     params, fixed = search_space(spec.params, group_options(config_roots(options.config_dir)), where)

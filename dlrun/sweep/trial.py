@@ -43,7 +43,8 @@ def run_trial(overrides: list[str], config_dir: str | Path | None, metric: str, 
         on_start: called with the child run's id once it exists.
     """
     from dlrun.sweep.check import compose_run
-    from dlrun.train.run import Interrupted, train
+    from dlrun.train.outcome import Interrupted
+    from dlrun.train.run import train
 
     run_id = None
 
@@ -86,7 +87,7 @@ def _failed(run_id: str | None, store_uri: str, message: str, with_traceback: bo
 def _tag_state(run_id: str, state: str, store_uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    from dlrun.tracking.record import retry_while_locked
+    from dlrun.tracking.store import retry_while_locked
 
     retry_while_locked(MlflowClient(tracking_uri=store_uri).set_tag, run_id, "dlrun.trial_state", state)
 

@@ -2,7 +2,7 @@
 
 MLflow retries a failed HTTP request for minutes by default; dlrun answers within seconds
 instead: an unreachable server before training is a ConfigError (exit 2), and one that goes
-away during training turns the record offline (tracking/record.py) while training goes on.
+away during training turns the record offline (tracking/offline.py) while training goes on.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def test_logged_model_predicts_probabilities_from_raw_features(default_run):
     from sklearn.datasets import load_digits
 
     folder, _, _, run = default_run
-    from dlrun.tracking.record import active_store
+    from dlrun.tracking.store import active_store
 
     uri = run.data.tags["dlrun.model_uri"]
     assert uri.startswith("models:/")
@@ -126,7 +126,7 @@ def test_regression_logs_mae_and_serves_values(workdir):
     _, (run,) = mlflow_runs(workdir / "mlflow.db")
     assert {"val/mae", "test/mae", "test/loss"} <= set(run.data.metrics)
     assert "val/acc" not in run.data.metrics
-    from dlrun.tracking.record import active_store
+    from dlrun.tracking.store import active_store
 
     with active_store(f"sqlite:///{workdir / 'mlflow.db'}"):
         model = mlflow.pyfunc.load_model(run.data.tags["dlrun.model_uri"])

@@ -10,8 +10,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from dlrun.tracking import record
-from dlrun.tracking.record import experiment_id_of, retry_while_locked
+from dlrun.tracking import record, store
+from dlrun.tracking.store import experiment_id_of, retry_while_locked
 
 
 def test_the_loser_of_an_experiment_creation_race_takes_the_winners_experiment(tmp_path):
@@ -49,7 +49,7 @@ def test_a_locked_database_is_tried_again_until_it_answers(monkeypatch):
         return answer
 
     assert retry_while_locked(write) == "written"
-    assert pauses == list(record.LOCKED_RETRY_DELAYS_S[:2])  # a growing pause between tries
+    assert pauses == list(store.LOCKED_RETRY_DELAYS_S[:2])  # a growing pause between tries
 
 
 def test_a_store_locked_for_good_fails_after_the_last_try(monkeypatch):
@@ -62,7 +62,7 @@ def test_a_store_locked_for_good_fails_after_the_last_try(monkeypatch):
 
     with pytest.raises(sqlite3.OperationalError):
         retry_while_locked(write)
-    assert len(tries) == len(record.LOCKED_RETRY_DELAYS_S) + 1
+    assert len(tries) == len(store.LOCKED_RETRY_DELAYS_S) + 1
 
 
 def test_other_errors_are_not_retried(monkeypatch):
