@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from dlrun.errors import DlrunError
+from dlrun.process_exit import exit_without_teardown
 
 app = typer.Typer(
     help="dlrun: declarative deep-learning experiments. Hydra configs in, MLflow runs out.",
@@ -107,8 +108,9 @@ def sweep(
     config_dir: Optional[str] = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
 ) -> None:
     """Run (or resume, or join) an Optuna study declared in a sweep file."""
+    from dlrun.sweep.session import Options
     from dlrun.sweep.spec import find_sweep, load_spec
-    from dlrun.sweep.study import Options, run_study
+    from dlrun.sweep.study import run_study
 
     spec = load_spec(find_sweep(name_or_path))
     options = Options(list(overrides or []), config_dir, storage, study_name, worker, n_trials, n_jobs, threads)
@@ -246,19 +248,6 @@ def main() -> None:
         typer.echo("error: interrupted before training started; no run was recorded.", err=True)
         code = 130
     exit_without_teardown(code)
-
-
-def exit_without_teardown(code: int) -> None:
-    """Exit once the exit handlers have run and the output is flushed, skipping the interpreter's
-    teardown of torch, Lightning and MLflow's modules: about 2 s after every training run that
-    nobody waits for usefully (bench/speed.py measures it)."""
-    import atexit
-    import os
-
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,22 @@ cheapest path torch offers for data that fits in memory.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
+
+
+class Progress(Protocol):
+    """What the training loop tells the training loader (dlrun.train.trainer.TrainerProgress)."""
+
+    def position(self) -> tuple[int, int]:
+        """(epoch, batches of it trained so far): where a checkpoint taken now resumes."""
+
+    def epoch(self) -> int:
+        """The epoch being trained."""
+
+    def shard(self) -> tuple[int, int]:
+        """(rank, world size): under DDP each rank trains its own share of an epoch."""
 
 
 class BatchLoader:
@@ -21,35 +35,37 @@ class BatchLoader:
     batches the uninterrupted run would have.
 
     `state_dict` / `load_state_dict` make the loader resumable for Lightning: the
-    state is the position (epoch, batches already trained), which `position`
-    (set by the trainer's owner) reports; the loader's own counters run ahead of
-    training because Lightning prefetches a batch. For the same reason the pass
-    number comes from `current_epoch` (the trainer's epoch) where it is set: after
-    a resume, Lightning may open an iterator for the tail of a finished epoch.
+    state is the position (epoch, batches already trained), which `progress.position()`
+    reports; the loader's own counters run ahead of training because Lightning
+    prefetches a batch. For the same reason the pass number comes from
+    `progress.epoch()` (the trainer's epoch) where there is a progress: after a
+    resume, Lightning may open an iterator for the tail of a finished epoch.
+
+    Args:
+        progress: for the training loader, what the training loop says of itself (see
+            `Progress`); None for held-out data and for a loader used on its own.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 augment=None):
+                 augment=None, progress: "Progress | None" = None):
         self.x, self.y = x, y
         self.augment = augment
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.epoch = 0  # the pass the next __iter__ produces, without current_epoch
+        self.progress = progress
+        self.epoch = 0  # the pass the next __iter__ produces, without a progress
         self.resume_at = (-1, 0)  # (epoch, batches to skip in it): a resumed, half-done epoch
-        self.position = None  # callable -> (epoch, batches done); set for the training loader
-        self.current_epoch = None  # callable -> the trainer's epoch; set for the training loader
-        self.shard = None  # callable -> (rank, world size) under DDP; set for the training loader
 
     def _rank_and_world(self) -> tuple[int, int]:
-        return self.shard() if self.shard and self.shuffle else (0, 1)
+        return self.progress.shard() if self.progress and self.shuffle else (0, 1)
 
     def __len__(self) -> int:
         rank, world = self._rank_and_world()
         return math.ceil(len(self.x) // world / self.batch_size) if world > 1 else math.ceil(len(self.x) / self.batch_size)
 
     def state_dict(self) -> dict:
-        epoch, done = self.position() if self.position else (self.epoch, 0)
+        epoch, done = self.progress.position() if self.progress else (self.epoch, 0)
         if done >= len(self):  # a finished epoch resumes at the start of the next
             epoch, done = epoch + 1, 0
         return {"epoch": int(epoch), "batch": int(done)}
@@ -64,7 +80,7 @@ class BatchLoader:
             for start in range(0, n, self.batch_size):
                 yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
             return
-        epoch = self.current_epoch() if self.current_epoch else self.epoch
+        epoch = self.progress.epoch() if self.progress else self.epoch
         first = self.resume_at[1] if epoch == self.resume_at[0] else 0
         self.epoch, self.resume_at = epoch + 1, (-1, 0)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self._seed(epoch)))

@@ -56,14 +56,15 @@ def prepare(run: RunConfig) -> Prepared:
     return Prepared(data, module, augment)
 
 
-def make_loaders(run: RunConfig, prepared: Prepared) -> dict:
-    """Train (shuffled, seeded, augmented), val and test batch loaders."""
+def make_loaders(run: RunConfig, prepared: Prepared, progress=None) -> dict:
+    """Train (shuffled, seeded, augmented), val and test batch loaders; `progress` is what the
+    training loop tells the training loader (its position, for checkpoints and resume)."""
     from dlrun.data.loader import BatchLoader
 
     data, batch_size = prepared.data, run.data["batch_size"]
     return {
         "train": BatchLoader(data.x_train, data.y_train, batch_size, shuffle=True, seed=run.seed,
-                             augment=prepared.augment),
+                             augment=prepared.augment, progress=progress),
         "val": BatchLoader(data.x_val, data.y_val, batch_size, shuffle=False),
         "test": BatchLoader(data.x_test, data.y_test, batch_size, shuffle=False),
     }

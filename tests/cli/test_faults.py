@@ -265,17 +265,16 @@ def _artifact_store_refuses(monkeypatch, make_error) -> dict:
 @pytest.mark.parametrize("error", list(STORAGE_ERRORS))
 def test_artifact_store_refusing_writes_after_training_fails_the_run_and_keeps_the_weights(workdir, monkeypatch,
                                                                                           error):
-    import dlrun.train.run as run_module
+    import pytorch_lightning as pl
 
     refusing = _artifact_store_refuses(monkeypatch, STORAGE_ERRORS[error])
-    fit = run_module._fit
+    fit = pl.Trainer.fit
 
     def fit_then_fill_the_disk(*args, **kwargs):
-        seconds = fit(*args, **kwargs)
+        fit(*args, **kwargs)
         refusing["now"] = True
-        return seconds
 
-    monkeypatch.setattr(run_module, "_fit", fit_then_fill_the_disk)
+    monkeypatch.setattr(pl.Trainer, "fit", fit_then_fill_the_disk)
     done = runner.invoke(app, TRAIN)
     assert done.exit_code == 1, done.output
     assert "Traceback" not in done.output
@@ -292,7 +291,7 @@ def test_artifact_store_refusing_writes_after_training_fails_the_run_and_keeps_t
     assert f"dlrun resume {run_id}" in done.stderr and f"Once {run.info.artifact_uri} takes writes again" in done.stderr
 
     refusing["now"] = False  # space freed: resume stores what was refused and finishes the run
-    monkeypatch.setattr(run_module, "_fit", fit)
+    monkeypatch.setattr(pl.Trainer, "fit", fit)
     _resume(run_id)
     _assert_finished_and_complete(client, run_id)
 
@@ -301,20 +300,19 @@ def test_model_that_fits_nowhere_is_named_as_not_stored_and_the_checkpoints_as_k
     """The artifact store refuses, and the local disk refuses the model's copy too."""
     import mlflow.pytorch
 
-    import dlrun.train.run as run_module
+    import pytorch_lightning as pl
 
     refusing = _artifact_store_refuses(monkeypatch, STORAGE_ERRORS["disk-full"])
-    fit = run_module._fit
+    fit = pl.Trainer.fit
 
     def fit_then_fill_the_disk(*args, **kwargs):
-        seconds = fit(*args, **kwargs)
+        fit(*args, **kwargs)
         refusing["now"] = True
-        return seconds
 
     def save_model(*args, **kwargs):
         raise STORAGE_ERRORS["disk-full"]()
 
-    monkeypatch.setattr(run_module, "_fit", fit_then_fill_the_disk)
+    monkeypatch.setattr(pl.Trainer, "fit", fit_then_fill_the_disk)
     monkeypatch.setattr(mlflow.pytorch, "save_model", save_model)
     done = runner.invoke(app, TRAIN)
     assert done.exit_code == 1, done.output

@@ -15,7 +15,8 @@ from dlrun.config.validate import validate
 from dlrun.lifecycle.resume import resume
 from dlrun.train.callbacks import StopOnSignal
 from dlrun.train.module import DlrunModule
-from dlrun.train.run import Interrupted, train
+from dlrun.train.outcome import Interrupted
+from dlrun.train.run import train
 from tests.conftest import dlrun_command, mlflow_runs, run_dlrun
 
 # 1257 training rows in batches of 64: 20 steps an epoch. Dropout and noise

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,9 +23,10 @@ from dlrun.config.compose import compose
 from dlrun.config.validate import validate
 from dlrun.data.loader import BatchLoader
 from dlrun.errors import ConfigError
-from dlrun.train import run as train_run
 from dlrun.train import setup as train_setup
+from dlrun.train.callbacks import EpochMetricsToMlflow, StopOnSignal
 from dlrun.train.module import DlrunModule
+from dlrun.train.trainer import build_trainer, early_stopping
 
 # training_step calls self.log; outside a Trainer Lightning warns and skips it.
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
@@ -323,9 +324,8 @@ def _fit(tmp_path, *overrides: str):
     name, options = run.loss
     module = DlrunModule(nn.Linear(4, 2), LOSSES.get(name).builder(2, **options), train_setup._optimizer_factory(run),
                          "classification", 2, make_scheduler=train_setup._scheduler_factory(run, data))
-    trainer, epoch_logger, _ = train_run._trainer(pl, run, "classification")
-    epoch_logger.record = _Metrics()
-    trainer.checkpoint_callback.dirpath = str(tmp_path)
+    epoch_logger = EpochMetricsToMlflow(_Metrics())
+    trainer = build_trainer(run, "classification", tmp_path, epoch_logger, StopOnSignal(tmp_path / "last.ckpt"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module, BatchLoader(x, y, 8, shuffle=True), BatchLoader(x, y, 8, shuffle=False))
@@ -349,16 +349,16 @@ def test_without_patience_there_is_no_early_stopping(tmp_path):
 
 
 def test_early_stopping_watches_the_configured_metric_and_infers_max_for_accuracy():
-    stopper = train_run._early_stopping({"patience": 3, "monitor": "val/acc", "mode": None, "min_delta": 0.0},
+    stopper = early_stopping({"patience": 3, "monitor": "val/acc", "mode": None, "min_delta": 0.0},
                                         "classification")
     assert (stopper.monitor, stopper.mode, stopper.patience) == ("val/acc", "max", 3)
-    stopper = train_run._early_stopping({"patience": 1, "monitor": "val/loss", "mode": "max"}, "regression")
+    stopper = early_stopping({"patience": 1, "monitor": "val/loss", "mode": "max"}, "regression")
     assert (stopper.monitor, stopper.mode) == ("val/loss", "max")
 
 
 def test_early_stopping_on_a_metric_the_task_lacks_is_a_config_error():
     with pytest.raises(ConfigError, match="val/acc is not logged for a regression task.*val/loss, val/mae"):
-        train_run._early_stopping({"patience": 3, "monitor": "val/acc"}, "regression")
+        early_stopping({"patience": 3, "monitor": "val/acc"}, "regression")
 
 
 @pytest.mark.parametrize("override,message", [
@@ -375,7 +375,8 @@ def test_bad_early_stopping_keys_are_config_errors(override, message):
 def test_clipping_precision_and_accumulation_reach_the_lightning_trainer():
     run = _run("trainer.gradient_clip_val=0.5", "+trainer.gradient_clip_algorithm=value", "trainer.precision=bf16-mixed",
                "trainer.accumulate_grad_batches=3", "trainer.enable_progress_bar=false")
-    trainer, _, _ = train_run._trainer(pl, run, "classification")
+    trainer = build_trainer(run, "classification", Path("unused"), EpochMetricsToMlflow(_Metrics()),
+                            StopOnSignal(Path("unused/last.ckpt")))
     assert trainer.gradient_clip_val == 0.5
     assert trainer.gradient_clip_algorithm == "value"
     assert trainer.precision == "bf16-mixed"

@@ -99,9 +99,24 @@ def test_under_ddp_each_rank_trains_an_equal_disjoint_share_of_each_epoch():
     x = torch.arange(103, dtype=torch.float32).unsqueeze(1)
     shares = []
     for rank in range(2):
-        loader = BatchLoader(x, torch.zeros(103), batch_size=10, shuffle=True, seed=7)
-        loader.shard = lambda rank=rank: (rank, 2)
+        loader = BatchLoader(x, torch.zeros(103), batch_size=10, shuffle=True, seed=7, progress=_Rank(rank, 2))
         assert len(loader) == 6  # 51 rows each: the odd row out is left for another epoch
         shares.append(torch.cat([batch for batch, _ in loader]).flatten().tolist())
     assert len(shares[0]) == len(shares[1]) == 51
     assert not set(shares[0]) & set(shares[1])
+
+
+class _Rank:
+    """The progress of a rank that has trained nothing yet."""
+
+    def __init__(self, rank: int, world: int):
+        self.rank, self.world = rank, world
+
+    def position(self) -> tuple[int, int]:
+        return 0, 0
+
+    def epoch(self) -> int:
+        return 0
+
+    def shard(self) -> tuple[int, int]:
+        return self.rank, self.world

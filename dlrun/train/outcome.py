@@ -1,0 +1,169 @@
+"""How a training run ends: every outcome, its final state, its message and its checkpoint, in one place.
+
+`train()` runs inside `RunOutcome`, which maps each way out to what the MLflow run is left as:
+
+| what happened                                    | the run    | the error raised                          |
+|--------------------------------------------------|------------|-------------------------------------------|
+| everything worked and was stored (`finish`)      | FINISHED   | none                                      |
+| bad input, before the run exists                 | none       | the ConfigError / DataError, as it was    |
+| a signal before the run exists                   | none       | Interrupted: no run was recorded          |
+| a signal once it exists, outside fit             | KILLED     | Interrupted: its checkpoint, or none yet  |
+| a signal in fit (stop at a batch boundary)       | KILLED     | Interrupted: the checkpoint of that step  |
+| a non-finite loss in fit                         | FAILED     | TrainingFailed: the last good checkpoint  |
+| the artifact store refused config.yaml           | FAILED     | TrainingFailed: before training           |
+| the store refused checkpoints or model at the end| FAILED     | TrainingFailed: where the weights are kept|
+| an error dlrun did not foresee                   | FAILED     | the error itself                          |
+
+In each case the checkpoints that exist are uploaded before the run is closed, and a run is
+closed with further signals held back, so that it is never left RUNNING half-written.
+Under DDP the ranks other than 0 hold a record that writes nothing, so the same rules apply.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from dlrun.errors import DlrunError, TrainingFailed
+from dlrun.train.signals import Received, signals_deferred, signals_raise, stop_on_signals
+
+
+class Interrupted(DlrunError):
+    """Ctrl-C or SIGTERM stopped training; the run is KILLED with a checkpoint."""
+
+    exit_code = 130
+
+
+class RunOutcome:
+    """The state of one run while it goes: its record once it exists, its trainer once fit starts."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir = output_dir
+        self.record = None
+        self.signals = Received()  # signals outside fit (inside fit they stop at a batch boundary)
+        self._trainer = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / self.record.run_id / "checkpoints"
+
+    def open(self, create: Callable[[], object]):
+        """The MLflow run, created by `create` with signals held until it is whole; the user's signal then
+        stops the run (KILLED) or, when creating failed, the command (no run)."""
+        creating = Received()
+        try:
+            with signals_deferred(creating):
+                self.record = create()
+        finally:
+            if creating.count:  # even when creating failed: the user asked to stop (a sweep must too)
+                raise KeyboardInterrupt
+        if self.record.refused:  # without its config.yaml, the run could be neither resumed nor reproduced
+            self._close("FAILED")
+            raise TrainingFailed(f"the run's files could not be stored: {self.record.refusal} (not stored: "
+                                 f"{', '.join(self.record.refused)}). Run {self.record.run_id} is marked FAILED "
+                                 f"before training. Free space in (or allow writing to) "
+                                 f"{self.record.artifact_location()} and train again.")
+        return self.record
+
+    @contextmanager
+    def fitting(self, trainer, stopper) -> Iterator[None]:
+        """trainer.fit inside: signals stop it at the next batch boundary with a checkpoint (`stopper`, a
+        StopOnSignal); its non-finite loss, stop or crash closes the run."""
+        self._trainer = trainer
+        try:
+            with stop_on_signals(stopper):
+                yield
+        except TrainingFailed as failure:  # a non-finite loss
+            self._close("FAILED")
+            last = self.checkpoint_dir / "last.ckpt"
+            saved = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved before it"
+            raise TrainingFailed(f"{failure} The run {self.record.run_id} is marked FAILED; {saved}.") from None
+        except (KeyboardInterrupt, SystemExit):
+            # Lightning turns Ctrl-C into sys.exit(1) after its on_exception hooks ran, and its own SIGTERM
+            # handler (under DDP, before StopOnSignal takes SIGTERM over) into a SystemExit: both stop the run.
+            raise self._killed(f"at step {trainer.global_step}") from None
+
+    def finish(self, model_uri: str | None) -> None:
+        """Everything is logged: FINISHED, or FAILED when the store refused what a FINISHED run must hold
+        (`model_uri` is then a local folder where the model was kept, if it could be)."""
+        if self.record.refused:
+            self._close("FAILED")
+            raise self._not_stored(model_uri)
+        self._close("FINISHED")
+
+    def stopped(self, stop: BaseException) -> BaseException:
+        """What a KeyboardInterrupt or SystemExit outside fit becomes."""
+        if isinstance(stop, SystemExit) and not self.signals.count:  # Lightning turns Ctrl-C in test into exit 1
+            self.fail_if_open()
+            return stop
+        if self.record is None:
+            return Interrupted("interrupted before training started; no run was recorded.")
+        if self.record.ended:
+            return stop
+        step = self._trainer.global_step if self._trainer is not None else 0
+        return self._killed("before training started" if step == 0 else f"after training, at step {step}")
+
+    def fail_if_open(self) -> None:
+        """An error dlrun did not foresee: the run is FAILED, not left RUNNING; the error is raised as it was."""
+        if self.record is None or self.record.ended:
+            return
+        try:
+            with signals_deferred(Received()):
+                self.record.end("FAILED")
+        except Exception as error:  # the error being raised matters more; say why the run stays open
+            print(f"dlrun: run {self.record.run_id} could not be marked FAILED ({type(error).__name__}: {error}).",
+                  file=sys.stderr)
+
+    def _close(self, status: str) -> None:
+        """Upload the checkpoints that exist (unless FINISHED, which logged them) and end the run, with
+        signals held back: a signal here would leave it RUNNING."""
+        with signals_deferred(Received()):
+            try:
+                if status != "FINISHED":
+                    self.record.log_checkpoints(self.checkpoint_dir)
+            finally:
+                self.record.end(status)
+
+    def _killed(self, when: str) -> Interrupted:
+        """The run closed as KILLED; the error that says where its checkpoint is and how to continue."""
+        self._close("KILLED")
+        run_id, last = self.record.run_id, self.checkpoint_dir / "last.ckpt"
+        if last.is_file():
+            return Interrupted(f"interrupted {when}; run {run_id} is marked KILLED, its checkpoint is {last}. "
+                               f"Continue it: dlrun resume {run_id}")
+        return Interrupted(f"interrupted {when}; run {run_id} is marked KILLED, with no checkpoint yet. "
+                           f"Continue it from step 0: dlrun resume {run_id}")
+
+    def _not_stored(self, model_uri: str | None) -> TrainingFailed:
+        """Training worked but the artifact store refused its files (disk full, no permission): the run is
+        FAILED, since a FINISHED run must hold its checkpoints and model; the weights stay on this disk."""
+        record = self.record
+        kept = [f"checkpoints in {self.checkpoint_dir.resolve()}"]
+        if model_uri and Path(model_uri).is_dir():
+            kept.append(f"the model in {model_uri}")
+        return TrainingFailed(
+            f"training finished, but the run's artifacts could not be stored: {record.refusal} "
+            f"(not stored: {', '.join(record.refused)}). Run {record.run_id} is marked FAILED. The trained weights "
+            f"are on this disk: {'; '.join(kept)}. Once {record.artifact_location()} takes writes again (free space, "
+            f"allow writing, or let the process that locks the store finish), `dlrun resume {record.run_id}` stores "
+            "them and marks the run FINISHED.")
+
+
+@contextmanager
+def run_outcome(output_dir: Path) -> Iterator[RunOutcome]:
+    """The block of one training run; whatever ends it ends the MLflow run as the table above says.
+    Outside fit, SIGTERM stops as Ctrl-C does."""
+    outcome = RunOutcome(output_dir)
+    try:
+        with signals_raise(outcome.signals):
+            yield outcome
+    except (KeyboardInterrupt, SystemExit) as stop:
+        stopped = outcome.stopped(stop)
+        if stopped is stop:
+            raise
+        raise stopped from None
+    except BaseException:
+        outcome.fail_if_open()
+        raise

@@ -1,0 +1,85 @@
+"""What a training run writes to its MLflow run: at the start (name, params, tags, config.yaml,
+data.json) and at the end (test metrics, plots, checkpoints, the serving model).
+
+Whether the writes were stored, and so how the run ends, is `dlrun.train.outcome`'s to decide.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+from importlib.metadata import version
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from dlrun.config.validate import RunConfig
+from dlrun.tracking.env import environment_tags
+from dlrun.tracking.params import run_params
+from dlrun.train.ranks import NullRecord
+
+
+def open_record(run: RunConfig, data, rank: int, reopen_run_id: str | None, extra_tags: dict | None,
+                rank_run_id: str | None):
+    """The MLflow run: new, or reopened to resume (reopen_run_id); on a DDP rank other than 0, a record
+    that writes nothing, under rank 0's run id."""
+    if rank:
+        return NullRecord(rank_run_id or f"rank-{rank}")
+    from dlrun.tracking.record import RunRecord
+    from dlrun.tracking.store import tracking_uri
+
+    record = RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"])
+    if reopen_run_id:
+        record.reopen(reopen_run_id)
+    else:
+        record.start(_run_name(run), run_params(run.config, run.choices), {**_tags(data), **(extra_tags or {})},
+                     OmegaConf.to_yaml(OmegaConf.create(run.config)), run.overrides)
+    record.local_dir = (Path(run.config["output_dir"]) / record.run_id).resolve()
+    if not reopen_run_id:
+        record.log_text(_data_info(data), "data.json")
+    return record
+
+
+def record_results(record, run: RunConfig, prepared, history: list[dict[str, float]],
+                   test_metrics: dict[str, float], epochs: int, checkpoint_dir: Path) -> str | None:
+    """Test metrics, plots, checkpoints and (when tracking.log_model) the serving model; returns the model's
+    URI, or None when none was logged. A failed plot only warns; refused writes are noted on the record."""
+    from dlrun.tracking.plots import log_plots
+
+    data, net = prepared.data, prepared.module.net
+    record.log_metrics(test_metrics, step=epochs)
+    log_plots(record, history, data, net, run.choices, test_metrics, run.data["batch_size"])
+    record.log_checkpoints(checkpoint_dir)
+    if not run.tracking["log_model"]:
+        return None
+    return record.log_model(_serving_model(data, net), data.raw_example, _requirements())
+
+
+def _serving_model(data, net):
+    """Preprocessing, the trained net and the output transform in one module that takes raw features."""
+    from dlrun.models.modules import ServingModel
+
+    return ServingModel(copy.deepcopy(data.preprocess), copy.deepcopy(net), copy.deepcopy(data.postprocess)).eval()
+
+
+def _requirements() -> list[str]:
+    return [f"torch=={version('torch').split('+')[0]}", f"mlflow=={version('mlflow')}", "numpy"]
+
+
+def _run_name(run: RunConfig) -> str:
+    """model-data-xxxxxx: readable in MLflow's UI, unique without a global RNG (which is seeded)."""
+    return f"{run.choices.get('model', 'model')}-{run.choices.get('data', 'data')}-{secrets.token_hex(3)}"
+
+
+def _tags(data) -> dict[str, str]:
+    tags = environment_tags()
+    tags["dlrun.data_fingerprint"] = data.fingerprint
+    tags["dlrun.task"] = data.task
+    return tags
+
+
+def _data_info(data) -> str:
+    """What predict and eval need to know of the data without loading it again."""
+    return json.dumps({"task": data.task, "class_names": data.class_names, "num_classes": data.num_classes,
+                       "sample_shape": list(data.sample_shape), "fingerprint": data.fingerprint}, indent=2)

@@ -1,0 +1,92 @@
+"""The Lightning Trainer of a run: its options from the config, its callbacks, what it tells the loader.
+
+`check_trainer` builds one and discards it before the MLflow run exists, so that a bad
+trainer option (an accelerator this machine lacks, an unknown precision) leaves no run
+behind; `build_trainer` builds the one that trains, complete, once the run's folder is known.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+from dlrun.config.validate import RunConfig
+from dlrun.errors import ConfigError
+from dlrun.train.callbacks import AgreeToStop, EpochMetricsToMlflow, RandomState, StopOnSignal
+from dlrun.train.metrics import direction, epoch_metrics
+from dlrun.train.ranks import ddp_strategy
+
+
+def check_trainer(run: RunConfig, task: str) -> None:
+    """Raise ConfigError now for trainer options that would fail once the run exists."""
+    early_stopping(run.trainer.get("early_stopping"), task)
+    _lightning_trainer(run, callbacks=[])
+
+
+def build_trainer(run: RunConfig, task: str, checkpoint_dir: Path, metrics: EpochMetricsToMlflow,
+                  stopper: StopOnSignal, extra_callbacks: list | None = None) -> pl.Trainer:
+    """The Trainer that fits and tests the run.
+
+    Args:
+        run: the validated config.
+        task: the data's task, for early stopping's metric.
+        checkpoint_dir: where best.ckpt and last.ckpt go.
+        metrics: the callback that logs each epoch's metrics to the run.
+        stopper: the callback that stops at a batch boundary on a signal, with a checkpoint.
+        extra_callbacks: more callbacks (a sweep's trial reporter), after dlrun's own.
+    """
+    checkpoints = ModelCheckpoint(dirpath=str(checkpoint_dir), filename="best", monitor="val/loss", mode="min",
+                                  save_top_k=1, save_last=True, enable_version_counter=False)
+    # AgreeToStop last: it shares, under DDP, the stop that an earlier callback (a pruner) asked for.
+    callbacks = [metrics, checkpoints, stopper, RandomState(), *(extra_callbacks or []), AgreeToStop()]
+    stopping = early_stopping(run.trainer.get("early_stopping"), task)
+    if stopping is not None:
+        callbacks.append(stopping)
+    return _lightning_trainer(run, callbacks)
+
+
+def early_stopping(options: dict | None, task: str) -> EarlyStopping | None:
+    """Lightning's EarlyStopping for trainer.early_stopping, or None while its patience is unset."""
+    if not options or options.get("patience") is None:
+        return None
+    monitor = options.get("monitor", "val/loss")
+    metrics = epoch_metrics(task)
+    if monitor not in metrics:
+        raise ConfigError(f"trainer.early_stopping.monitor={monitor} is not logged for a {task} task. "
+                          f"Monitor one of: {', '.join(metrics)}.")
+    mode = options.get("mode") or direction(monitor)[:3]  # "max" or "min"
+    return EarlyStopping(monitor=monitor, mode=mode, patience=options["patience"],
+                         min_delta=options.get("min_delta", 0.0))
+
+
+class TrainerProgress:
+    """What the training loader asks the trainer (dlrun.data.loader.Progress)."""
+
+    def __init__(self, trainer: pl.Trainer):
+        self._trainer = trainer
+
+    def position(self) -> tuple[int, int]:
+        return self._trainer.current_epoch, self._trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+    def epoch(self) -> int:
+        return self._trainer.current_epoch
+
+    def shard(self) -> tuple[int, int]:
+        return self._trainer.global_rank, self._trainer.world_size
+
+
+def _lightning_trainer(run: RunConfig, callbacks: list) -> pl.Trainer:
+    options = {"enable_model_summary": False, **{k: v for k, v in run.trainer.items() if k != "early_stopping"}}
+    if options.get("enable_progress_bar") is None:  # a bar only where someone watches
+        options["enable_progress_bar"] = sys.stdout.isatty()
+    if options.get("strategy") == "ddp":
+        options["strategy"] = ddp_strategy()
+    try:
+        return pl.Trainer(**options, logger=False, callbacks=callbacks, default_root_dir=run.config["output_dir"])
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
+        raise ConfigError(f"the trainer config does not work here: {error} "
+                          "Pick another trainer option (dlrun configs trainer) or fix the trainer.* override.") from None
