@@ -1,4 +1,5 @@
-"""Turn a model's YAML layer list into an nn.Module, inferring every input size.
+"""Turn a model's YAML layer list into an nn.Module, inferring every input size; the layer types
+that nest a list of layers (repeat, residual) live here, beside the builder they call.
 
 Each layer is built for the shape of one sample coming out of the layer before it;
 that shape is found by passing a zero sample through the layer, so any layer type
@@ -8,14 +9,39 @@ infers its successor's input without shape arithmetic of its own.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Annotated, Any, Mapping, Sequence
 
 from dlrun.errors import ConfigError
+from dlrun.models import sequence as _sequence_layer_types  # noqa: F401  (they register into LAYERS)
 from dlrun.models.layers import LAYERS, LayerContext
+from dlrun.registry import Range
 
 # Keys every layer accepts besides its builder's own.
 COMMON_KEYS = ("type", "enabled")
 NESTED = ("repeat", "residual")
+
+
+@LAYERS.register("repeat", "The layers under `layers`, `times` times in a row")
+def repeat(ctx: LayerContext, in_shape, layers: list, times: Annotated[int, Range(ge=0)] = 1):
+    from torch import nn
+
+    blocks, shape = [], tuple(in_shape)
+    for _ in range(times):  # each repetition is sized for what the one before gives
+        blocks.append(build_sequence(list(layers), shape, ctx))
+        shape = output_shape(blocks[-1], shape)
+    return nn.Sequential(*blocks)
+
+
+@LAYERS.register("residual", "The layers under `layers` plus a skip connection: x + f(x)")
+def residual(ctx: LayerContext, in_shape, layers: list):
+    from dlrun.models.modules import Residual
+
+    block = build_sequence(list(layers), in_shape, ctx)
+    produced = output_shape(block, in_shape)
+    if produced != tuple(in_shape):
+        raise ConfigError(f"residual at {ctx.where.removesuffix('.layers')}: its layers turn {tuple(in_shape)} into {produced}; "
+                          "a skip connection needs them to keep the shape.")
+    return Residual(block)
 
 
 def check_layer_specs(specs: Any, where: str) -> None:

@@ -1,4 +1,5 @@
-"""Layer types that a model's YAML layer list may use.
+"""The layer-type registry and its plain layer types (the sequence types are in sequence.py, the
+nesting ones, repeat and residual, in build.py, which imports both so that a model sees them all).
 
 Each builder receives dlrun's LayerContext and the input shape of one sample
 (without the batch dimension), then the layer's own keys from the config. Sizes
@@ -154,34 +155,3 @@ def reshape(ctx, in_shape, shape: list[int]):
     from dlrun.models.modules import Reshape
 
     return Reshape(tuple(int(d) for d in shape))
-
-
-@LAYERS.register("repeat", "The layers under `layers`, `times` times in a row")
-def repeat(ctx, in_shape, layers: list, times: Annotated[int, Range(ge=0)] = 1):
-    from torch import nn
-
-    from dlrun.models.build import build_sequence, output_shape
-
-    blocks, shape = [], tuple(in_shape)
-    for _ in range(times):  # each repetition is sized for what the one before gives
-        blocks.append(build_sequence(list(layers), shape, ctx))
-        shape = output_shape(blocks[-1], shape)
-    return nn.Sequential(*blocks)
-
-
-@LAYERS.register("residual", "The layers under `layers` plus a skip connection: x + f(x)")
-def residual(ctx, in_shape, layers: list):
-    from dlrun.models.build import build_sequence, output_shape
-    from dlrun.models.modules import Residual
-
-    block = build_sequence(list(layers), in_shape, ctx)
-    produced = output_shape(block, in_shape)
-    if produced != tuple(in_shape):
-        raise ConfigError(f"residual at {ctx.where.removesuffix('.layers')}: its layers turn {tuple(in_shape)} into {produced}; "
-                          "a skip connection needs them to keep the shape.")
-    return Residual(block)
-
-
-# Sequence layer types live in their own module and register into LAYERS on import;
-# importing it here means whoever uses LAYERS sees them. It needs LAYERS, hence the end.
-from dlrun.models import sequence as _sequence_layers  # noqa: E402,F401

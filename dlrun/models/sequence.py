@@ -1,7 +1,7 @@
 """Sequence layer types: a sequence view, recurrent layers, a transformer encoder, step pooling.
 
-They register into the same LAYERS registry as dlrun.models.layers (which imports
-this module, so every user of LAYERS sees them). A sequence sample is shaped
+They register into the same LAYERS registry as dlrun.models.layers (build.py imports
+this module, so every model checked or built sees them). A sequence sample is shaped
 (steps, features); `to_sequence` turns images and plain series into one. Torch is
 imported inside the builders only, so validating a config stays torch-free.
 """
