@@ -50,9 +50,7 @@ def reproduce(run_id: str, overrides: list[str] | None = None, uri: str | None =
     from dlrun.train.run import train
 
     stored = load_run(run_id, uri)
-    run = stored.run_config(overrides)
-    if uri:  # the new run goes to the same store as the original
-        run.config["tracking"]["uri"] = uri
+    run = stored.run_config(overrides, uri)  # the new run goes to the same store as the original
     derived = bool(overrides)
     tag = "dlrun.derived_from" if derived else "dlrun.reproduced_from"
     result = train(run, extra_tags={tag: run_id})

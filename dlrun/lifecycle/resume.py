@@ -23,7 +23,7 @@ def resume(run_id: str, overrides: list[str] | None = None, uri: str | None = No
         if not overrides:
             raise ConfigError(f"run {run_id} is FINISHED: there is nothing to resume. To train it longer in a new, "
                               f"derived run: dlrun resume {run_id} trainer.max_epochs=N")
-        run = stored.run_config(overrides)
+        run = stored.run_config(overrides, uri)
         done = int(float(stored.run.data.params.get("trainer.max_epochs", 0)))
         if run.trainer["max_epochs"] <= done:
             raise ConfigError(f"run {run_id} already trained {done} epochs; extend it with trainer.max_epochs "
@@ -35,9 +35,7 @@ def resume(run_id: str, overrides: list[str] | None = None, uri: str | None = No
     _refuse_if_still_running(stored.run)
     if overrides:
         raise ConfigError("an interrupted run resumes with its own config; overrides apply only to FINISHED runs.")
-    run = stored.run_config()
-    if uri:
-        run.config["tracking"]["uri"] = uri
+    run = stored.run_config(uri=uri)
     return train(run, resume=Resume(_last_checkpoint(stored), run_id=run_id))
 
 

@@ -153,3 +153,21 @@ def test_eval_of_a_run_whose_checkpoint_is_gone(recorded, monkeypatch, tmp_path)
     shutil.rmtree(f"{artifacts}/checkpoints")
     result = runner.invoke(app, ["eval", run_id])
     assert result.exit_code == 2 and "has no checkpoints/best.ckpt" in result.output
+
+
+def test_extending_a_finished_run_from_elsewhere_records_in_the_named_store(recorded, monkeypatch, tmp_path):
+    """`dlrun resume RUN_ID trainer.max_epochs=N --tracking-uri URI`: the derived run goes to URI, not to
+    ./mlflow.db of the folder it was started from (its stored config has tracking.uri unset)."""
+    folder, run_id = recorded
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    done = runner.invoke(app, ["resume", run_id, "trainer.max_epochs=5", "--tracking-uri", store])
+    assert done.exit_code == 0, done.output
+    new_id = done.stdout.strip().splitlines()[-1].removeprefix("run_id: ")
+    assert not (elsewhere / "mlflow.db").exists()
+    _, runs = mlflow_runs(folder / "mlflow.db")
+    derived = next(r for r in runs if r.info.run_id == new_id)
+    assert derived.data.tags["dlrun.derived_from"] == run_id
+    assert derived.info.status == "FINISHED"
