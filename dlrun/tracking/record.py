@@ -42,7 +42,7 @@ class RunRecord:
     folder (`local_dir`, beside its checkpoints), and the model is saved there too.
     """
 
-    def __init__(self, uri: str, experiment: str, run_id: str | None = None):
+    def __init__(self, uri: str, experiment: str, run_id: str | None = None, output_dir: Path | None = None):
         """Open the store at uri (a SQLite one is created whole) and the experiment, created if missing.
 
         Args:
@@ -50,6 +50,9 @@ class RunRecord:
             experiment: the experiment's name.
             run_id: an existing run to write to (a sweep's parent, for its workers); None until
                 `create` or `reopen`.
+            output_dir: the folder of the runs' local folders (output_dir), where a run's own
+                folder OUTPUT_DIR/RUN_ID keeps what a tracking server that went away missed;
+                None for a record without one (a sweep's parent).
         """
         from mlflow.tracking import MlflowClient
 
@@ -61,18 +64,20 @@ class RunRecord:
         self.run_id: str | None = run_id
         self._run_name = ""
         self.buffer = OfflineBuffer(uri, self.client)
+        self._output_dir = Path(output_dir).resolve() if output_dir is not None else None
         self.ended: str | None = None  # the status the run was closed with
         self.refused: list[str] = []  # artifacts the artifact store refused (disk full, no permission)
         self.refusal: str | None = None  # the first such error, as the user should read it
 
     @property
     def local_dir(self) -> Path | None:
-        """The run's local folder (OUTPUT_DIR/RUN_ID), set by train: where what the server missed is saved."""
+        """The run's local folder (OUTPUT_DIR/RUN_ID): where what the server missed is saved."""
         return self.buffer.local_dir
 
-    @local_dir.setter
-    def local_dir(self, folder: Path | None) -> None:
-        self.buffer.local_dir = folder
+    def _now_writing(self, run_id: str) -> None:
+        self.run_id = run_id
+        if self._output_dir is not None:
+            self.buffer.local_dir = self._output_dir / run_id
 
     @property
     def offline_since(self) -> str | None:
@@ -93,7 +98,8 @@ class RunRecord:
 
         tags = {**tags, PROCESS_TAG: this_process()}  # tells `dlrun runs` when a RUNNING run lost its process
         run = retry_while_locked(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
-        self.run_id, self._run_name = run.info.run_id, run.info.run_name
+        self._now_writing(run.info.run_id)
+        self._run_name = run.info.run_name
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
             retry_while_locked(self.client.log_batch, self.run_id, params=items[start : start + 100])
@@ -102,7 +108,7 @@ class RunRecord:
 
     def reopen(self, run_id: str) -> str:
         """Continue an existing run: its status goes back to RUNNING."""
-        self.run_id = run_id
+        self._now_writing(run_id)
         retry_while_locked(self.client.update_run, run_id, status="RUNNING")
         retry_while_locked(self.client.set_tag, run_id, PROCESS_TAG, this_process())
         self._run_name = retry_while_locked(self.client.get_run, run_id).info.run_name

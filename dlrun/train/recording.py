@@ -29,15 +29,14 @@ def open_record(run: RunConfig, data, rank: int, reopen_run_id: str | None, extr
     from dlrun.tracking.record import RunRecord
     from dlrun.tracking.store import tracking_uri
 
-    record = RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"])
+    record = RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"],
+                       output_dir=Path(run.config["output_dir"]))
     if reopen_run_id:
         record.reopen(reopen_run_id)
-    else:
-        record.start(_run_name(run), run_params(run.config, run.choices), {**_tags(data), **(extra_tags or {})},
-                     OmegaConf.to_yaml(OmegaConf.create(run.config)), run.overrides)
-    record.local_dir = (Path(run.config["output_dir"]) / record.run_id).resolve()
-    if not reopen_run_id:
-        record.log_text(_data_info(data), "data.json")
+        return record
+    record.start(_run_name(run), run_params(run.config, run.choices), {**_tags(data), **(extra_tags or {})},
+                 OmegaConf.to_yaml(OmegaConf.create(run.config)), run.overrides)
+    record.log_text(_data_info(data), "data.json")
     return record
 
 
