@@ -10,28 +10,29 @@ other machines cannot overshoot either: a surplus trial is closed unrun).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import tempfile
 from pathlib import Path
 
 from dlrun.processes import is_gone, pid_of, this_process
 from dlrun.sweep.report import TrialRow
-
-# Why a FAIL trial failed (user attr dlrun_state): only "failed" spends budget.
-FAILED, CRASHED, INTERRUPTED, SURPLUS = "failed", "crashed", "interrupted", "surplus"
+from dlrun.sweep.states import TrialState
+from dlrun.tracking.store import retry_while_locked
 
 
 def counts(trial) -> bool:
-    from optuna.trial import TrialState
+    """True for a trial that spends budget: it ran or runs, and did not fail for a reason outside it."""
+    from optuna.trial import TrialState as OptunaState
 
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+    if trial.state in (OptunaState.COMPLETE, OptunaState.PRUNED, OptunaState.RUNNING):
         return True
-    return trial.state == TrialState.FAIL and trial.user_attrs.get("dlrun_state") == FAILED
+    return trial.state == OptunaState.FAIL and trial.user_attrs.get("dlrun_state") == TrialState.FAILED
 
 
 def claim(study, n_trials: int, lock_path: Path, store_uri: str):
     """A new trial of the study, or None when its budget is spent (or held by running trials)."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState as OptunaState
 
     with _file_lock(lock_path):
         fail_dead_trials(study, store_uri, missing_owner_is_dead=False)
@@ -41,16 +42,17 @@ def claim(study, n_trials: int, lock_path: Path, store_uri: str):
         trial.set_user_attr("dlrun_owner", this_process())
     ranked = sorted(t.number for t in study.get_trials(deepcopy=False) if counts(t))
     if trial.number not in ranked[:n_trials]:  # another machine claimed the last place first
-        trial.set_user_attr("dlrun_state", SURPLUS)
-        study.tell(trial, state=TrialState.FAIL)
+        trial.set_user_attr("dlrun_state", TrialState.SURPLUS)
+        study.tell(trial, state=OptunaState.FAIL)
         return None
     return trial
 
 
 def running(study) -> list:
-    from optuna.trial import TrialState
+    """The study's trials that run now, here or in any other process."""
+    from optuna.trial import TrialState as OptunaState
 
-    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,))
 
 
 def fail_dead_trials(study, store_uri: str, missing_owner_is_dead: bool) -> list[int]:
@@ -60,7 +62,7 @@ def fail_dead_trials(study, store_uri: str, missing_owner_is_dead: bool) -> list
     A trial with no owner yet was claimed a moment before a crash, or is being claimed now: only a process
     that starts the study (not a joining worker) treats those as dead.
     """
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState as OptunaState
 
     closed = []
     for trial in running(study):
@@ -68,10 +70,10 @@ def fail_dead_trials(study, store_uri: str, missing_owner_is_dead: bool) -> list
         dead = missing_owner_is_dead if owner is None else is_gone(owner)
         if dead:
             process = pid_of(owner) if owner else "unknown"
-            study._storage.set_trial_user_attr(trial._trial_id, "dlrun_state", CRASHED)
+            study._storage.set_trial_user_attr(trial._trial_id, "dlrun_state", TrialState.CRASHED)
             study._storage.set_trial_user_attr(trial._trial_id, "message", f"its process ({process}) died; its budget "
                                                "is free again (a running or next sweep run uses it)")
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            study.tell(trial.number, state=OptunaState.FAIL, skip_if_finished=True)
             _close_child_run(trial.user_attrs.get("mlflow_run_id"), store_uri)
             closed.append(trial.number)
     return closed
@@ -79,17 +81,17 @@ def fail_dead_trials(study, store_uri: str, missing_owner_is_dead: bool) -> list
 
 def rows_of(study) -> list[TrialRow]:
     """Every trial of the study as reported, surplus ones left out (they never ran)."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState as OptunaState
 
-    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.RUNNING: "running",
-             TrialState.WAITING: "waiting"}
+    states = {OptunaState.COMPLETE: TrialState.COMPLETE, OptunaState.PRUNED: TrialState.PRUNED,
+              OptunaState.RUNNING: TrialState.RUNNING, OptunaState.WAITING: TrialState.WAITING}
     rows = []
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
-        state = names.get(trial.state) or attrs.get("dlrun_state", FAILED)
-        if state == SURPLUS:
+        state = states.get(trial.state) or TrialState(attrs.get("dlrun_state", TrialState.FAILED))
+        if state == TrialState.SURPLUS:
             continue
-        value = trial.value if trial.state == TrialState.COMPLETE else attrs.get("last_value")
+        value = trial.value if trial.state == OptunaState.COMPLETE else attrs.get("last_value")
         rows.append(TrialRow(trial.number, state, value, list(attrs.get("overrides", [])), attrs.get("mlflow_run_id"),
                              int(attrs.get("epochs", 0)), float(attrs.get("fit_seconds", 0.0)),
                              attrs.get("message", "")))
@@ -106,8 +108,6 @@ def lock_path_for(storage_url: str, study_name: str) -> Path:
 
 @contextlib.contextmanager
 def _file_lock(path: Path):
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released by the OS if this process dies
@@ -123,8 +123,6 @@ def _close_child_run(run_id: str | None, store_uri: str) -> None:
         return
     from mlflow.tracking import MlflowClient
 
-    from dlrun.tracking.store import retry_while_locked
-
     client = MlflowClient(tracking_uri=store_uri)
-    retry_while_locked(client.set_tag, run_id, "dlrun.trial_state", CRASHED)
+    retry_while_locked(client.set_tag, run_id, "dlrun.trial_state", TrialState.CRASHED)
     retry_while_locked(client.set_terminated, run_id, status="KILLED")

@@ -13,7 +13,8 @@ from typing import Callable
 
 from dlrun.errors import TrainingFailed
 from dlrun.sweep.report import TrialRow, best_row, final_table, progress_line, rerun_command
-from dlrun.sweep.trial import FAILED, TrialOutcome, run_trial
+from dlrun.sweep.states import TrialState
+from dlrun.sweep.trial import TrialOutcome, run_trial
 
 
 @dataclass
@@ -84,7 +85,7 @@ def run_grid(overrides: list[str], config_dir: str | None, jobs: int, metric: st
                           f"parent run {parent.run_id} is marked KILLED.") from None
     parent.finish(rows, metric, checked.direction, "FINISHED")
     result = SweepResult(parent.run_id, rows, metric, checked.direction, base, config_dir)
-    if all(r.state == FAILED for r in rows):
+    if all(r.state == TrialState.FAILED for r in rows):
         echo(result.summary())
         raise TrainingFailed(f"every trial of the grid failed; parent run {parent.run_id}.")
     return result

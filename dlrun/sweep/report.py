@@ -7,7 +7,7 @@ import io
 import shlex
 from dataclasses import dataclass, field
 
-from dlrun.sweep.trial import COMPLETE
+from dlrun.sweep.states import TrialState
 
 
 @dataclass
@@ -15,7 +15,7 @@ class TrialRow:
     """One trial as reported: its number, outcome and the overrides that made it."""
 
     number: int
-    state: str  # complete, pruned, failed, crashed, interrupted
+    state: TrialState
     value: float | None
     overrides: list[str]  # the trial's own overrides, not the base run's
     run_id: str | None = None
@@ -27,7 +27,7 @@ class TrialRow:
 
 def best_row(rows: list[TrialRow], direction: str) -> TrialRow | None:
     """The best complete trial (pruned ones stopped early and do not compete)."""
-    complete = [r for r in rows if r.state == COMPLETE and r.value is not None]
+    complete = [r for r in rows if r.state == TrialState.COMPLETE and r.value is not None]
     if not complete:
         return None
     pick = max if direction == "maximize" else min
@@ -49,7 +49,7 @@ def final_table(rows: list[TrialRow], metric: str, direction: str) -> str:
         if row.value is None:
             return (2, 0.0, row.number)
         rank = -row.value if direction == "maximize" else row.value
-        return (0 if row.state == COMPLETE else 1, rank, row.number)
+        return (0 if row.state == TrialState.COMPLETE else 1, rank, row.number)
 
     table = [["trial", "state", metric, "epochs", "run_id", "overrides"]]
     for row in sorted(rows, key=order):
@@ -85,12 +85,12 @@ def history_figure(rows: list[TrialRow], metric: str, direction: str):
 
     figure = Figure(figsize=(6, 4), dpi=100)
     axes = figure.subplots()
-    for state, marker in (("complete", "o"), ("pruned", "x")):
+    for state, marker in ((TrialState.COMPLETE, "o"), (TrialState.PRUNED, "x")):
         picked = [r for r in rows if r.state == state and r.value is not None]
         axes.scatter([r.number for r in picked], [r.value for r in picked], marker=marker, label=state)
     best, steps, values = None, [], []
     for row in sorted(rows, key=lambda r: r.number):
-        if row.state == COMPLETE and row.value is not None:
+        if row.state == TrialState.COMPLETE and row.value is not None:
             if best is None or (row.value > best if direction == "maximize" else row.value < best):
                 best = row.value
         if best is not None:

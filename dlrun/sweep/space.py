@@ -51,6 +51,14 @@ class Param:
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         return None
 
+    def suggest(self, trial) -> Any:
+        """The value an Optuna trial draws for this param (recorded under `name`)."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
     def override(self, value: Any) -> str:
         return f"{self.key}={format_value(value)}"
 

@@ -1,42 +1,50 @@
-"""A sweep file: found by name or path, read safely, every key checked. No Optuna, no torch."""
+"""A sweep file: found by name or path, read safely, every key checked. No Optuna, no torch.
+
+The sampler's and pruner's names are checked against their registries (samplers.py,
+pruners.py); their options are checked when they are built, against the builders.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dlrun.errors import ConfigError, did_you_mean, unknown_name_message
+from dlrun.registry import Registry
+from dlrun.sweep.binding import Named
+from dlrun.sweep.pruners import PRUNERS
+from dlrun.sweep.samplers import SAMPLERS
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # Shipped sweep files: dlrun/sweeps in an installed package, the top-level sweeps/ in a checkout.
 PACKAGE_SWEEPS = next((p for p in (_PACKAGE_DIR / "sweeps", _PACKAGE_DIR.parent / "sweeps") if p.is_dir()),
                       _PACKAGE_DIR / "sweeps")
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes")
-PRUNERS = ("none", "median", "hyperband")
+# The order messages list the samplers in, as the shipped sweep files' comments do: the default first.
+SAMPLERS_LISTED = ("tpe", "random", "grid", "cmaes")
+
+
+def listed_samplers() -> list[str]:
+    """The registered samplers in SAMPLERS_LISTED's order, any others after them."""
+    names = SAMPLERS.names()
+    return [n for n in SAMPLERS_LISTED if n in names] + [n for n in names if n not in SAMPLERS_LISTED]
+
+
 DIRECTIONS = ("minimize", "maximize")
 KEYS = {
     "overrides": "the base run's overrides, a list",
     "metric": "the per-epoch metric to optimize, e.g. val/acc",
     "direction": "minimize or maximize",
     "n_trials": "how many trials the study runs in all",
-    "sampler": f"one of {', '.join(SAMPLERS)}, or {{name: ..., option: value}}",
-    "pruner": f"one of {', '.join(PRUNERS)}, or {{name: ..., option: value}}",
+    "sampler": f"one of {', '.join(listed_samplers())}, or {{name: ..., option: value}}",
+    "pruner": f"one of {', '.join(PRUNERS.names())}, or {{name: ..., option: value}}",
     "n_jobs": "trials at once, each in its own process",
     "seed": "the sampler's seed",
     "params": "{key: Hydra sweep expression}",
 }
-
-
-@dataclass(frozen=True)
-class Named:
-    """A sampler or pruner: its name and the options given to its Optuna constructor."""
-
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,8 +134,8 @@ def load_spec(path: Path) -> SweepSpec:
     return SweepSpec(
         path=path, text=text, overrides=overrides, metric=metric, direction=direction,
         n_trials=_positive_int(raw.get("n_trials", 10), "n_trials", where),
-        sampler=_named(raw.get("sampler", "tpe"), "sampler", SAMPLERS, where),
-        pruner=_named(raw.get("pruner", "none"), "pruner", PRUNERS, where),
+        sampler=_named(raw.get("sampler", "tpe"), SAMPLERS, where),
+        pruner=_named(raw.get("pruner", "none"), PRUNERS, where),
         n_jobs=_positive_int(raw.get("n_jobs", 1), "n_jobs", where),
         seed=_positive_int(raw.get("seed", 0), "seed", where, minimum=0),
         params={str(k): v for k, v in params.items()},
@@ -168,15 +176,17 @@ def _positive_int(value: Any, key: str, where: str, minimum: int = 1) -> int:
     return value
 
 
-def _named(value: Any, key: str, names: tuple[str, ...], where: str) -> Named:
+def _named(value: Any, registry: Registry, where: str) -> Named:
+    """The file's `sampler` or `pruner` (the registry's kind): a name, or {name: ..., option: value}."""
+    key = registry.kind
     options: dict[str, Any] = {}
     if isinstance(value, dict):
         options = {str(k): v for k, v in value.items() if k != "name"}
         value = value.get("name")
     if value is None and key == "pruner":
         value = "none"
-    if value is None:
+    if value is None:  # only a sampler: a pruner without a name is none
+        names = listed_samplers()
         raise ConfigError(f"{where}: '{key}' needs a name, e.g. {key}: {{name: {names[0]}}}. Names: {', '.join(names)}.")
-    if not isinstance(value, str) or value not in names:
-        raise ConfigError(unknown_name_message(key, str(value), names, where=where))
+    registry.get(value, where)  # an unknown name: a ConfigError with did-you-mean
     return Named(value, options)

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Callable
 
 from dlrun.errors import DlrunError
-
-COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
+from dlrun.sweep.states import TrialState
+from dlrun.tracking.store import retry_while_locked
 
 
 @dataclass
 class TrialOutcome:
-    state: str  # complete, pruned or failed
+    state: TrialState  # COMPLETE, PRUNED or FAILED
     value: float | None  # the metric in the last epoch trained
     run_id: str | None
     epochs: int = 0
@@ -61,7 +61,7 @@ def run_trial(overrides: list[str], config_dir: str | Path | None, metric: str, 
         result = train(run, extra_tags=tags, callbacks=[reporter.callback()], on_start=started)
     except Interrupted:
         if run_id is not None:
-            _tag_state(run_id, "interrupted", store_uri)
+            _tag_state(run_id, TrialState.INTERRUPTED, store_uri)
         raise
     except DlrunError as error:
         return _failed(run_id, store_uri, str(error))
@@ -71,7 +71,7 @@ def run_trial(overrides: list[str], config_dir: str | Path | None, metric: str, 
     value = reporter.last_value
     if value is None:
         return _failed(result.run_id, store_uri, f"the run reported no finite {metric}")
-    state = PRUNED if reporter.pruned else COMPLETE
+    state = TrialState.PRUNED if reporter.pruned else TrialState.COMPLETE
     _tag_state(result.run_id, state, store_uri)
     return TrialOutcome(state, value, result.run_id, result.epochs, result.fit_seconds, result.test_metrics)
 
@@ -80,14 +80,12 @@ def _failed(run_id: str | None, store_uri: str, message: str, with_traceback: bo
     if with_traceback:
         traceback.print_exc()
     if run_id is not None:
-        _tag_state(run_id, FAILED, store_uri)
-    return TrialOutcome(FAILED, None, run_id, message=message)
+        _tag_state(run_id, TrialState.FAILED, store_uri)
+    return TrialOutcome(TrialState.FAILED, None, run_id, message=message)
 
 
-def _tag_state(run_id: str, state: str, store_uri: str) -> None:
+def _tag_state(run_id: str, state: TrialState, store_uri: str) -> None:
     from mlflow.tracking import MlflowClient
-
-    from dlrun.tracking.store import retry_while_locked
 
     retry_while_locked(MlflowClient(tracking_uri=store_uri).set_tag, run_id, "dlrun.trial_state", state)
 

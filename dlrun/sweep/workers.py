@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Callable
 
 from dlrun.sweep import budget
+from dlrun.sweep.session import StudySession
 
 
-def run_workers(session, jobs: int, echo: Callable[[str], None], on_row: Callable) -> None:
+def run_workers(session: StudySession, jobs: int, echo: Callable[[str], None], on_row: Callable) -> None:
     """Start `jobs` workers on the study and report each trial they finish until all have exited."""
     options = session.options
     threads = options.threads or max(1, (os.cpu_count() or 1) // jobs)
@@ -33,7 +34,7 @@ def run_workers(session, jobs: int, echo: Callable[[str], None], on_row: Callabl
             # forwards one SIGTERM (a second signal would stop a trial at once, without its checkpoint).
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     echo(f"dlrun: {jobs} worker processes, {threads} torch thread{'s' if threads > 1 else ''} each; logs in {logs}")
-    seen = {r.number for r in budget.rows_of(session.study) if r.state not in ("running", "waiting")}
+    seen = {r.number for r in budget.rows_of(session.study) if r.state.is_finished()}
     try:
         while True:
             alive = [p for p in processes if p.poll() is None]
@@ -53,9 +54,9 @@ def run_workers(session, jobs: int, echo: Callable[[str], None], on_row: Callabl
         echo(f"dlrun: worker {index} exited with code {code}; see {logs / f'worker-{index}.log'}")
 
 
-def _report_new(session, seen: set[int], on_row: Callable) -> None:
+def _report_new(session: StudySession, seen: set[int], on_row: Callable) -> None:
     rows = budget.rows_of(session.study)
     for row in sorted(rows, key=lambda r: r.number):
-        if row.number not in seen and row.state not in ("running", "waiting"):
+        if row.number not in seen and row.state.is_finished():
             seen.add(row.number)
             on_row(row, rows, len(seen))

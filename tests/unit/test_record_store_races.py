@@ -115,6 +115,7 @@ def test_a_sweep_trials_tags_wait_for_a_locked_store(run_record, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from dlrun.sweep import budget, trial
+    from dlrun.sweep.states import TrialState
 
     for name in ("set_tag", "set_terminated"):
         monkeypatch.setattr(MlflowClient, name, locked_once(getattr(MlflowClient, name)))
@@ -123,7 +124,7 @@ def test_a_sweep_trials_tags_wait_for_a_locked_store(run_record, monkeypatch):
     MlflowClient.set_tag.calls.clear()
     budget._close_child_run(run_record.run_id, run_record.uri)
     closed = run_record.client.get_run(run_record.run_id)
-    assert closed.data.tags["dlrun.trial_state"] == budget.CRASHED and closed.info.status == "KILLED"
+    assert closed.data.tags["dlrun.trial_state"] == TrialState.CRASHED and closed.info.status == "KILLED"
 
 
 def small_model():

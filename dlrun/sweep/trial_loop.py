@@ -1,0 +1,87 @@
+"""The loop of one process working on a study: claim a trial under the budget, run it, report it.
+
+Every process on a study (the one that started it, `--worker` processes) runs this loop;
+the budget (budget.py) decides who runs what, so no trial runs twice and none beyond n_trials.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from dlrun.sweep import budget
+from dlrun.sweep.parent import child_tags
+from dlrun.sweep.report import TrialRow, progress_line
+from dlrun.sweep.samplers import make_sampler
+from dlrun.sweep.session import StudySession
+from dlrun.sweep.states import TrialState
+from dlrun.sweep.trial import run_trial
+
+CLAIM_RETRY_S = 1.0  # how often a process with nothing to claim looks again while other trials run
+
+
+def work(session: StudySession, parent, echo: Callable[[str], None]) -> None:
+    """Claim and run trials until the budget is spent and no trial is running anywhere.
+
+    Args:
+        session: the opened study.
+        parent: the SweepParent, which logs the best value after each trial.
+        echo: prints a progress line after each trial.
+    """
+    lock = budget.lock_path_for(session.storage_url, session.name)
+    # One process: the file's seed, moved on by the trials so far, so a resumed study does not repeat
+    # its first draws. Parallel workers draw from fresh entropy, or they would draw the same values.
+    seed = None if session.options.worker else session.spec.seed + len(session.study.trials)
+    session.study.sampler = make_sampler(session.spec.sampler, session.params, seed, str(session.spec.path))
+    while True:
+        trial = budget.claim(session.study, session.n_trials, lock, session.store_uri)
+        if trial is None:
+            if not budget.running(session.study):
+                return
+            time.sleep(CLAIM_RETRY_S)  # another process's trial may still crash and free its budget
+            continue
+        row = _run_one(session, trial)
+        rows = budget.rows_of(session.study)
+        parent.log_best(rows, session.metric, session.direction, step=trial.number)
+        echo(progress(session, row, rows, done=sum(r.state.is_finished() for r in rows)))
+
+
+def progress(session: StudySession, row: TrialRow, rows: list[TrialRow], done: int) -> str:
+    """The progress line of a finished trial: `[3/8] trial 2  complete  val/acc=0.95  best=...`."""
+    return progress_line(row, done, session.n_trials, rows, session.metric, session.direction)
+
+
+def _run_one(session: StudySession, trial) -> TrialRow:
+    """Train one claimed trial and tell the study its outcome; an interruption is recorded, then raised."""
+    from optuna.trial import TrialState as OptunaState
+
+    from dlrun.train.outcome import Interrupted
+
+    own = [p.override(p.suggest(trial)) for p in session.params]
+    trial.set_user_attr("overrides", own)
+    pruning = session.spec.pruner.name != "none"
+
+    def report(value: float, epoch: int) -> bool:
+        trial.report(value, epoch)
+        return pruning and trial.should_prune()
+
+    try:
+        outcome = run_trial(session.base + own, session.options.config_dir, session.metric, session.store_uri,
+                            child_tags(session.parent_run_id, session.name, trial.number), report,
+                            on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id))
+    except Interrupted:
+        trial.set_user_attr("dlrun_state", TrialState.INTERRUPTED)
+        session.study.tell(trial, state=OptunaState.FAIL)
+        raise
+    for key, value in (("epochs", outcome.epochs), ("fit_seconds", outcome.fit_seconds),
+                       ("message", outcome.message), ("last_value", outcome.value)):
+        trial.set_user_attr(key, value)
+    if outcome.state == TrialState.COMPLETE:
+        session.study.tell(trial, outcome.value)
+    elif outcome.state == TrialState.PRUNED:
+        session.study.tell(trial, state=OptunaState.PRUNED)
+    else:
+        trial.set_user_attr("dlrun_state", TrialState.FAILED)
+        session.study.tell(trial, state=OptunaState.FAIL)
+    return TrialRow(trial.number, outcome.state, outcome.value, own, outcome.run_id, outcome.epochs,
+                    outcome.fit_seconds, outcome.message)
