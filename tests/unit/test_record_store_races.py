@@ -102,6 +102,16 @@ def run_record(tmp_path, monkeypatch):
     return run
 
 
+@pytest.fixture
+def run_record_with_folder(tmp_path, monkeypatch):
+    """As run_record, for a run whose local folder is OUTPUT_DIR/RUN_ID under tmp_path/outputs."""
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    monkeypatch.chdir(tmp_path)
+    run = record.RunRecord(f"sqlite:///{tmp_path / 'mlflow.db'}", "dlrun", output_dir=tmp_path / "outputs")
+    run.create("r", {}, {}, source="test")
+    return run
+
+
 def test_reopening_a_run_and_reading_its_metrics_wait_for_a_locked_store(run_record):
     run_record.log_metrics({"val/loss": 0.5}, step=0)
     client = run_record.client
@@ -134,8 +144,10 @@ def small_model():
     return torch.nn.Linear(4, 2).eval(), np.zeros((1, 4), dtype=np.float32)
 
 
-def test_a_model_the_locked_store_refuses_is_saved_locally_as_pt2_and_logged_once(run_record, tmp_path, monkeypatch):
+def test_a_model_the_locked_store_refuses_is_saved_locally_as_pt2_and_logged_once(run_record_with_folder, tmp_path, monkeypatch):
     import mlflow.pytorch
+
+    run_record = run_record_with_folder
 
     attempts = []
 
@@ -145,7 +157,6 @@ def test_a_model_the_locked_store_refuses_is_saved_locally_as_pt2_and_logged_onc
 
     monkeypatch.setattr(mlflow.pytorch, "log_model", log_model)
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")  # where MLflow would pickle the model by default
-    run_record.local_dir = tmp_path / "outputs" / run_record.run_id
     model, example = small_model()
     saved = run_record.log_model(model, example, ["torch"])
     assert len(attempts) == 1 and attempts[0]["serialization_format"] == "pt2"
