@@ -7,6 +7,7 @@ Nothing heavy (torch, Lightning, MLflow) is imported at module level, so that
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from typing import List, Optional
 
@@ -233,8 +234,6 @@ def main() -> None:
     During training, dlrun.train installs its own handlers, which stop at a batch
     boundary with a checkpoint.
     """
-    import signal
-
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 

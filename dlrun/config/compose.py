@@ -7,6 +7,7 @@ dlrun's order and handed to Hydra's loader directly.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,8 +221,6 @@ def _chosen_file_where(parsed, groups, is_bad) -> str | None:
 
 def contains_itself(data: Any) -> bool:
     """True for YAML data holding an alias inside its own anchor (a: &x [*x]): walking it never ends."""
-    import json
-
     try:
         json.dumps(data, skipkeys=True, default=str)
     except ValueError:  # "Circular reference detected"

@@ -7,6 +7,8 @@ run interrupted at any step ends as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import sys
+
 from dlrun.errors import ConfigError
 from dlrun.lifecycle.stored import load_run
 
@@ -42,8 +44,6 @@ def resume(run_id: str, overrides: list[str] | None = None, uri: str | None = No
 def _last_checkpoint(stored):
     """The run's last.ckpt; None (train from step 0) for a run stopped before it trained an epoch or saved
     one. A run that logged epochs but whose checkpoint is gone cannot continue exactly: RunNotFound."""
-    import sys
-
     from dlrun.lifecycle.stored import RunNotFound
 
     try:

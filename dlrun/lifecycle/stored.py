@@ -10,6 +10,7 @@ as dlrun train logs them, and output_dir may not climb out with '..'.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -140,8 +141,6 @@ class StoredRun:
 
     def data_info(self) -> dict:
         """What the run's data looked like: task and class names (data.json, logged by dlrun train)."""
-        import json
-
         try:
             folder = tempfile.mkdtemp(prefix="dlrun-data-")
             return json.loads(Path(self.client.download_artifacts(self.run_id, "data.json", folder)).read_text())

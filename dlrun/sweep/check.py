@@ -8,13 +8,15 @@ once, so that the metric can be checked against the task. A bad sweep is a Confi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError, DlrunError, did_you_mean
 from dlrun.sweep.space import Param
-from dlrun.train.metrics import direction as direction_of, epoch_metrics
+from dlrun.train.metrics import direction as direction_of
+from dlrun.train.metrics import epoch_metrics
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,6 @@ def check_params(params: list[Param], base_overrides: list[str], config_dir: str
 
 def check_metric_fits(runs: list[RunConfig], metric: str, where: str) -> None:
     """The metric must be reported for the task of every data set among runs (each loaded once)."""
-    import json
-
     from dlrun.data.prepare import load_data
 
     seen = set()

@@ -7,7 +7,10 @@ process, or `--jobs N` at once in worker processes with cores / N torch threads 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable
 
@@ -93,10 +96,6 @@ def run_grid(overrides: list[str], config_dir: str | None, jobs: int, metric: st
 
 def _run_in_pool(jobs_args: list[tuple], jobs: int, finished: Callable[[int, TrialOutcome], None]) -> None:
     """Trials in `jobs` worker processes; on Ctrl-C or SIGTERM each worker stops its trial with a checkpoint."""
-    import multiprocessing
-    import signal
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_trial_process, initargs=(threads,))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import signal
+import threading
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -72,9 +75,6 @@ class StopOnSignal(pl.Callback):
         # Lightning installs its own SIGTERM handler when fit starts, which ends fit with
         # exit status 0 and no checkpoint (during the sanity check too); SIGTERM must stop
         # the way Ctrl-C does.
-        import signal
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request)
 
@@ -115,8 +115,6 @@ class RandomState(pl.Callback):
     """
 
     def state_dict(self) -> dict:
-        import random
-
         import numpy as np
         import torch
 
@@ -126,8 +124,6 @@ class RandomState(pl.Callback):
                           "has_gauss": int(has_gauss), "gauss": float(gauss)}}
 
     def load_state_dict(self, state: dict) -> None:
-        import random
-
         import numpy as np
         import torch
 

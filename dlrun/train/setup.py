@@ -8,6 +8,7 @@ run exists.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -90,8 +91,6 @@ def _optimizer_factory(run: RunConfig):
 
 
 def _scheduler_factory(run: RunConfig, data):
-    import math
-
     from dlrun.components.schedulers import SCHEDULERS, ScheduleContext
 
     name, options = run.scheduler
