@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "dlrun"
@@ -136,3 +137,25 @@ def test_function_level_and_relative_imports_count(tmp_path):
     assert imported_modules(source, modules, "dlrun.mod") == {"dlrun.errors", "dlrun.registry"}
     source.write_text("from . import errors\nfrom .registry import Registry\n")
     assert imported_modules(source, modules, "dlrun.mod") == {"dlrun.errors", "dlrun.registry"}
+
+
+def test_standard_library_imports_sit_at_module_level():
+    """Inside a function they save no start-up time and hide what a module depends on; only heavy
+    third-party imports (torch, Lightning, MLflow, Optuna) are deferred."""
+
+    inside = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    names = [node.module or ""]
+                else:
+                    continue
+                if any(name.split(".")[0] in sys.stdlib_module_names for name in names):
+                    inside.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {ast.unparse(node)}")
+    assert not inside, "move these to the top of their module:\n" + "\n".join(inside)
