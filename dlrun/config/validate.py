@@ -56,7 +56,7 @@ TRAINER = {
     "early_stopping": Optional[dict],  # dlrun's own: becomes Lightning's EarlyStopping callback
 }
 # trainer.early_stopping; off while patience is null. Whether the monitored metric exists
-# for the task (val/acc or val/mae) is checked once the data are loaded (train/run.py).
+# for the task (val/acc or val/mae) is checked once the data are loaded (train/trainer.py, check_trainer).
 EARLY_STOPPING = {
     "patience": Optional[Annotated[int, Range(ge=1)]],
     "monitor": Annotated[str, Choice(*every_epoch_metric())],

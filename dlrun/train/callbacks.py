@@ -18,8 +18,8 @@ class EpochMetricsToMlflow(pl.Callback):
     because Lightning steps epoch schedules before the epoch-end hooks run.
     """
 
-    def __init__(self, record=None):
-        self.record = record  # a RunRecord, set before fit
+    def __init__(self, record):
+        self.record = record  # the run's RunRecord (a NullRecord on DDP ranks other than 0)
         self.history: list[dict[str, float]] = []
         self._epoch_lr = float("nan")
 
@@ -54,8 +54,8 @@ class StopOnSignal(pl.Callback):
     is what makes `dlrun resume` exact. A second signal stops at once.
     """
 
-    def __init__(self, path: Path | None = None):
-        self.path = path  # set before fit
+    def __init__(self, path: Path):
+        self.path = path  # where the checkpoint of the step it stops at goes: the run's last.ckpt
         self.requested = False
         self.interrupted = False
 

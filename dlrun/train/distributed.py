@@ -19,7 +19,6 @@ from dlrun.config.compose import Composed
 from dlrun.config.validate import validate
 from dlrun.errors import DlrunError
 from dlrun.process_exit import exit_without_teardown
-from dlrun.train.ranks import LAUNCH_ENV
 from dlrun.train.run import Resume, train
 
 
@@ -29,7 +28,6 @@ def run_rank(launch_file: str) -> None:
     launch = json.loads(Path(launch_file).read_text())
     run = validate(Composed(config=launch["config"], choices=launch["choices"], overrides=launch["overrides"]))
     resume = Resume(Path(launch["resume"]), launch["run_id"]) if launch["resume"] else None
-    os.environ[LAUNCH_ENV] = launch_file
     train(run, resume=resume, rank_run_id=launch["run_id"])
 
 

@@ -9,13 +9,15 @@
 | a signal before the run exists                   | none       | Interrupted: no run was recorded          |
 | a signal once it exists, outside fit             | KILLED     | Interrupted: its checkpoint, or none yet  |
 | a signal in fit (stop at a batch boundary)       | KILLED     | Interrupted: the checkpoint of that step  |
+| a signal while the run is being closed           | as closed  | Interrupted: the state it was closed with |
 | a non-finite loss in fit                         | FAILED     | TrainingFailed: the last good checkpoint  |
 | the artifact store refused config.yaml           | FAILED     | TrainingFailed: before training           |
 | the store refused checkpoints or model at the end| FAILED     | TrainingFailed: where the weights are kept|
 | an error dlrun did not foresee                   | FAILED     | the error itself                          |
 
-In each case the checkpoints that exist are uploaded before the run is closed, and a run is
-closed with further signals held back, so that it is never left RUNNING half-written.
+A KILLED run, and one FAILED by a non-finite loss, has the checkpoints that exist uploaded before
+it is closed (resume continues from them); every run is closed with further signals held back,
+so that it is never left RUNNING half-written, and a signal held back is answered once it is closed.
 Under DDP the ranks other than 0 hold a record that writes nothing, so the same rules apply.
 """
 
@@ -31,7 +33,7 @@ from dlrun.train.signals import Received, signals_deferred, signals_raise, stop_
 
 
 class Interrupted(DlrunError):
-    """Ctrl-C or SIGTERM stopped training; the run is KILLED with a checkpoint."""
+    """Ctrl-C or SIGTERM stopped the command; the message says what state the run was left in."""
 
     exit_code = 130
 
@@ -41,36 +43,41 @@ class RunOutcome:
 
     def __init__(self, output_dir: Path):
         self.output_dir = output_dir
-        self.record = None
+        self.record = None  # held from before the MLflow run is created, so a half-made run is closed too
         self.signals = Received()  # signals outside fit (inside fit they stop at a batch boundary)
         self._trainer = None
+
+    @property
+    def run_exists(self) -> bool:
+        return self.record is not None and self.record.run_id is not None
 
     @property
     def checkpoint_dir(self) -> Path:
         return self.output_dir / self.record.run_id / "checkpoints"
 
-    def open(self, create: Callable[[], object]):
-        """The MLflow run, created by `create` with signals held until it is whole; the user's signal then
-        stops the run (KILLED) or, when creating failed, the command (no run)."""
+    def open(self, record, start: Callable[[object], None]):
+        """The MLflow run: `start(record)` creates (or reopens) it with signals held until it is whole; the
+        user's signal then stops the run (KILLED) or, when creating failed, the command (no run)."""
+        self.record = record
         creating = Received()
         try:
             with signals_deferred(creating):
-                self.record = create()
+                start(record)
+                if record.refused:  # without its config.yaml, the run could be neither resumed nor reproduced
+                    self._close("FAILED", upload=False)
+                    raise TrainingFailed(
+                        f"the run's files could not be stored: {record.refusal} (not stored: "
+                        f"{', '.join(record.refused)}). Run {record.run_id} is marked FAILED before training. "
+                        f"Free space in (or allow writing to) {record.artifact_location()} and train again.")
         finally:
             if creating.count:  # even when creating failed: the user asked to stop (a sweep must too)
                 raise KeyboardInterrupt
-        if self.record.refused:  # without its config.yaml, the run could be neither resumed nor reproduced
-            self._close("FAILED")
-            raise TrainingFailed(f"the run's files could not be stored: {self.record.refusal} (not stored: "
-                                 f"{', '.join(self.record.refused)}). Run {self.record.run_id} is marked FAILED "
-                                 f"before training. Free space in (or allow writing to) "
-                                 f"{self.record.artifact_location()} and train again.")
-        return self.record
+        return record
 
     @contextmanager
     def fitting(self, trainer, stopper) -> Iterator[None]:
         """trainer.fit inside: signals stop it at the next batch boundary with a checkpoint (`stopper`, a
-        StopOnSignal); its non-finite loss, stop or crash closes the run."""
+        StopOnSignal); a non-finite loss closes the run FAILED, a stop KILLED (a crash is run_outcome's)."""
         self._trainer = trainer
         try:
             with stop_on_signals(stopper):
@@ -89,25 +96,25 @@ class RunOutcome:
         """Everything is logged: FINISHED, or FAILED when the store refused what a FINISHED run must hold
         (`model_uri` is then a local folder where the model was kept, if it could be)."""
         if self.record.refused:
-            self._close("FAILED")
+            self._close("FAILED", upload=False)  # record_results tried the upload; it was refused
             raise self._not_stored(model_uri)
-        self._close("FINISHED")
+        self._close("FINISHED", upload=False)
 
     def stopped(self, stop: BaseException) -> BaseException:
         """What a KeyboardInterrupt or SystemExit outside fit becomes."""
         if isinstance(stop, SystemExit) and not self.signals.count:  # Lightning turns Ctrl-C in test into exit 1
             self.fail_if_open()
             return stop
-        if self.record is None:
+        if not self.run_exists:
             return Interrupted("interrupted before training started; no run was recorded.")
         if self.record.ended:
-            return stop
+            return Interrupted(f"interrupted after run {self.record.run_id} was marked {self.record.ended}.")
         step = self._trainer.global_step if self._trainer is not None else 0
         return self._killed("before training started" if step == 0 else f"after training, at step {step}")
 
     def fail_if_open(self) -> None:
         """An error dlrun did not foresee: the run is FAILED, not left RUNNING; the error is raised as it was."""
-        if self.record is None or self.record.ended:
+        if not self.run_exists or self.record.ended:
             return
         try:
             with signals_deferred(Received()):
@@ -116,15 +123,18 @@ class RunOutcome:
             print(f"dlrun: run {self.record.run_id} could not be marked FAILED ({type(error).__name__}: {error}).",
                   file=sys.stderr)
 
-    def _close(self, status: str) -> None:
-        """Upload the checkpoints that exist (unless FINISHED, which logged them) and end the run, with
-        signals held back: a signal here would leave it RUNNING."""
-        with signals_deferred(Received()):
+    def _close(self, status: str, upload: bool = True) -> None:
+        """Upload the checkpoints that exist (`upload`) and end the run, with signals held back: a signal
+        here would leave it RUNNING. One that came meanwhile is answered now: the user asked to stop."""
+        received = Received()
+        with signals_deferred(received):
             try:
-                if status != "FINISHED":
+                if upload:
                     self.record.log_checkpoints(self.checkpoint_dir)
             finally:
                 self.record.end(status)
+        if received.count and status != "KILLED":  # a KILLED run's own Interrupted follows
+            raise Interrupted(f"interrupted while run {self.record.run_id} was closed; it is marked {status}.")
 
     def _killed(self, when: str) -> Interrupted:
         """The run closed as KILLED; the error that says where its checkpoint is and how to continue."""

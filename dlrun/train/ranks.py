@@ -22,10 +22,9 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-LAUNCH_ENV = "DLRUN_LAUNCH_FILE"
 # What Lightning's launcher writes into rank 0's environment; put back after fit so that a
 # later run in the same process (a sweep's next trial) starts afresh on a new port.
-_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", LAUNCH_ENV)
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 def global_rank() -> int:
@@ -47,7 +46,6 @@ class NullRecord:
         self.run_id = run_id
         self.run_name = ""
         self.uri = ""
-        self.local_dir = None
         self.refused: list[str] = []  # nothing is written, so nothing is refused
         self.ended: str | None = None
 

@@ -20,24 +20,29 @@ from dlrun.tracking.params import run_params
 from dlrun.train.ranks import NullRecord
 
 
-def open_record(run: RunConfig, data, rank: int, reopen_run_id: str | None, extra_tags: dict | None,
-                rank_run_id: str | None):
-    """The MLflow run: new, or reopened to resume (reopen_run_id); on a DDP rank other than 0, a record
-    that writes nothing, under rank 0's run id."""
+def new_record(run: RunConfig, rank: int, rank_run_id: str | None):
+    """The record of this run, before its MLflow run exists: the store opened (created whole when new);
+    on a DDP rank other than 0, a record that writes nothing, under rank 0's run id."""
     if rank:
         return NullRecord(rank_run_id or f"rank-{rank}")
     from dlrun.tracking.record import RunRecord
     from dlrun.tracking.store import tracking_uri
 
-    record = RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"],
-                       output_dir=Path(run.config["output_dir"]))
+    return RunRecord(tracking_uri(run.tracking["uri"]), run.tracking["experiment"],
+                     output_dir=Path(run.config["output_dir"]))
+
+
+def start_record(record, run: RunConfig, data, reopen_run_id: str | None, extra_tags: dict | None) -> None:
+    """The MLflow run created with its name, params, tags, config.yaml, overrides.txt and data.json,
+    or reopened (reopen_run_id) to resume it."""
+    if isinstance(record, NullRecord):
+        return
     if reopen_run_id:
         record.reopen(reopen_run_id)
-        return record
+        return
     record.start(_run_name(run), run_params(run.config, run.choices), {**_tags(data), **(extra_tags or {})},
                  OmegaConf.to_yaml(OmegaConf.create(run.config)), run.overrides)
     record.log_text(_data_info(data), "data.json")
-    return record
 
 
 def record_results(record, run: RunConfig, prepared, history: list[dict[str, float]],

@@ -19,7 +19,7 @@ from dlrun.train import setup
 from dlrun.train.callbacks import EpochMetricsToMlflow, StopOnSignal
 from dlrun.train.outcome import run_outcome
 from dlrun.train.ranks import global_rank, ranks_launched_for
-from dlrun.train.recording import open_record, record_results
+from dlrun.train.recording import new_record, record_results, start_record
 from dlrun.train.trainer import TrainerProgress, build_trainer, check_trainer
 
 
@@ -78,8 +78,8 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
         if rank:  # the model is built, identical on every rank; dropout and augmentation differ per rank
             pl.seed_everything(run.seed + rank, verbose=False)
 
-        record = outcome.open(lambda: open_record(run, prepared.data, rank, resume and resume.run_id, extra_tags,
-                                                  rank_run_id))
+        record = outcome.open(new_record(run, rank, rank_run_id), lambda record: start_record(
+            record, run, prepared.data, resume and resume.run_id, extra_tags))
         if on_start is not None and not rank:
             on_start(record.run_id)
         checkpoint_dir = outcome.checkpoint_dir
