@@ -40,9 +40,23 @@ def start_record(record, run: RunConfig, data, reopen_run_id: str | None, extra_
     if reopen_run_id:
         record.reopen(reopen_run_id)
         return
-    record.start(_run_name(run), run_params(run.config, run.choices), {**_tags(data), **(extra_tags or {})},
-                 OmegaConf.to_yaml(OmegaConf.create(run.config)), run.overrides)
+    config = recorded_config(run)
+    record.start(_run_name(run), run_params(config, run.choices), {**_tags(data), **(extra_tags or {})},
+                 OmegaConf.to_yaml(OmegaConf.create(config)), run.overrides)
     record.log_text(_data_info(data), "data.json")
+
+
+def recorded_config(run: RunConfig) -> dict:
+    """The config as the run used it, for config.yaml and the params: a group option that a user's file
+    gives in part is recorded whole, with the values validation took from the shipped files, so that
+    reproducing the run does not depend on the shipped files of another version."""
+    config = copy.deepcopy(run.config)
+    for group, (_, options) in (("activation", run.activation), ("loss", run.loss), ("optim", run.optim),
+                                ("scheduler", run.scheduler), ("augment", run.augment)):
+        given = config[group]
+        given.update({key: list(value) if isinstance(value, tuple) else value
+                      for key, value in options.items() if key not in given})
+    return config
 
 
 def record_results(record, run: RunConfig, prepared, history: list[dict[str, float]],
