@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 from dlrun.config.paths import shipped_values
 from dlrun.errors import ConfigError, did_you_mean, unknown_name_message
 
+
 @dataclass(frozen=True)
 class Range:
     """A numeric bound used in builder annotations: Annotated[float, Range(gt=0)]."""

@@ -78,6 +78,11 @@ class RunConfig:
     scheduler: tuple[str, dict]
     augment: tuple[str, dict]
 
+    def components(self) -> dict[str, tuple[str, dict]]:
+        """Each group option a registry builds: group -> (registry name, bound options)."""
+        return {"activation": self.activation, "loss": self.loss, "optim": self.optim,
+                "scheduler": self.scheduler, "augment": self.augment}
+
     @property
     def seed(self) -> int:
         return self.config["seed"]

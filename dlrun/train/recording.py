@@ -51,8 +51,7 @@ def recorded_config(run: RunConfig) -> dict:
     gives in part is recorded whole, with the values validation took from the shipped files, so that
     reproducing the run does not depend on the shipped files of another version."""
     config = copy.deepcopy(run.config)
-    for group, (_, options) in (("activation", run.activation), ("loss", run.loss), ("optim", run.optim),
-                                ("scheduler", run.scheduler), ("augment", run.augment)):
+    for group, (_, options) in run.components().items():
         given = config[group]
         given.update({key: list(value) if isinstance(value, tuple) else value
                       for key, value in options.items() if key not in given})
