@@ -20,8 +20,19 @@ def default_choices(root: Path = PACKAGE_CONF) -> dict[str, str]:
     return defaults
 
 
+def _origin(file: Path) -> str:
+    """Where an option that is not the package's comes from: a plugin's name, or the folder it lies in."""
+    from dlrun.plugin_loading import plugin_of_file
+
+    plugin = plugin_of_file(file)
+    return f"plugin {plugin}" if plugin else str(file.parent.parent)
+
+
 def list_groups(group: str | None = None, config_dir: str | None = None) -> str:
     """Text listing every group (or one group) with each option's description."""
+    from dlrun.plugin_loading import load_plugins
+
+    load_plugins()  # their options are listed too, marked with the plugin's name
     roots = config_roots(config_dir)
     groups = group_options(roots)
     defaults = default_choices()
@@ -33,7 +44,7 @@ def list_groups(group: str | None = None, config_dir: str | None = None) -> str:
         options = groups[name]
         width = max(len(o) for o in options)
         for option, file in options.items():
-            origin = "" if file.is_relative_to(PACKAGE_CONF) else f"  [{file.parent.parent}]"
+            origin = "" if file.is_relative_to(PACKAGE_CONF) else f"  [{_origin(file)}]"
             lines.append(f"  {option:<{width}}  {describe(file)}{origin}")
         if not group:
             lines.append("")

@@ -26,6 +26,8 @@ app = typer.Typer(
 OVERRIDES_HELP = "Hydra overrides: GROUP=OPTION (model=cnn) or KEY=VALUE (optim.lr=0.01)."
 TRACKING_HELP = "The MLflow store; default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here."
 CONFIG_DIR_HELP = "An extra config folder, searched before ./conf and the package's conf/."
+PLUGIN_HELP = ("A plugin to load: a .py file or an installed module (repeatable). Also loaded: $DLRUN_PLUGINS and "
+               "installed plugins (entry point group dlrun.plugins).")
 
 
 def _version(show: bool) -> None:
@@ -50,6 +52,10 @@ def command(**settings):
         @functools.wraps(function)
         def run(*args, **kwargs):
             try:
+                if "plugin" in kwargs:  # before anything composes a config or reads a stored run
+                    from dlrun.plugin_loading import use_plugins
+
+                    use_plugins(kwargs.pop("plugin") or [])
                 return function(*args, **kwargs)
             except DlrunError as error:
                 typer.echo(f"error: {error}", err=True)
@@ -69,6 +75,7 @@ def train(
                                   "values (optim=adam,sgd optim.lr=0.1,0.01), under one parent run."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="With -m: trials at once, each in its own process."),
     metric: str = typer.Option("val/loss", "--metric", help="With -m: the per-epoch metric that orders the trials."),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Train the composed model and record the run in MLflow."""
     from dlrun.config.compose import compose
@@ -107,6 +114,7 @@ def sweep(
     n_jobs: Optional[int] = typer.Option(None, "--n-jobs", min=1, help="Override the file's n_jobs."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads per trial process."),
     config_dir: Optional[str] = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Run (or resume, or join) an Optuna study declared in a sweep file."""
     from dlrun.sweep.session import Options
@@ -122,11 +130,22 @@ def sweep(
 def configs(
     group: Optional[str] = typer.Argument(None, help="A config group, e.g. model. Omit to list all groups."),
     config_dir: Optional[str] = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """List the config groups and their options, with one line on each."""
     from dlrun.catalog import list_groups
 
     typer.echo(list_groups(group, config_dir))
+
+
+@command(name="plugins")
+def list_plugins(
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),
+) -> None:
+    """The plugins loaded here (installed, $DLRUN_PLUGINS, --plugin): where each comes from and what it adds."""
+    from dlrun.plugin_loading import describe_plugins
+
+    typer.echo(describe_plugins())
 
 
 @command()
@@ -149,6 +168,7 @@ def evaluate(
     overrides: Optional[List[str]] = typer.Argument(None, help="Data overrides (data.path=new.csv) to score other data.",
                                                     show_default=False),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Score a run's best checkpoint on its test split, or its model on other data."""
     from dlrun.lifecycle.evaluate import evaluate as run_eval
@@ -164,6 +184,7 @@ def reproduce(
                                                     show_default=False),
     atol: float = typer.Option(0.0, "--atol", min=0.0, help="Largest metric difference that still counts as equal."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Train a recorded run again from its stored config and compare every final metric."""
     from dlrun.lifecycle.reproduce import reproduce as run_reproduce
@@ -181,6 +202,7 @@ def resume(
     overrides: Optional[List[str]] = typer.Argument(None, help="For a FINISHED run: trainer.max_epochs=N trains "
                                                     "it longer in a new, derived run.", show_default=False),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Continue an interrupted run from its last checkpoint, in the same MLflow run."""
     from dlrun.lifecycle.resume import resume as run_resume
@@ -196,6 +218,7 @@ def predict(
     input_path: str = typer.Option(..., "--input", "-i", help="Raw features: a CSV with a header row, or .npy."),
     output_path: str = typer.Option(..., "--output", "-o", help="Where to write the predictions (CSV)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Predict with a run's logged model: classes and probabilities, or values."""
     from dlrun.lifecycle.predict import predict as run_predict

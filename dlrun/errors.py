@@ -23,6 +23,10 @@ class DataError(DlrunError):
     """The data cannot be loaded or split as configured."""
 
 
+class PluginError(DlrunError):
+    """A plugin cannot be loaded, registers a name it may not, or a run needs one that is not loaded."""
+
+
 class TrainingFailed(DlrunError):
     """The run itself failed (for example a non-finite loss)."""
 

@@ -19,11 +19,40 @@ import inspect
 import math
 import types
 import typing
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from dlrun.config.paths import shipped_values
-from dlrun.errors import ConfigError, did_you_mean, unknown_name_message
+from dlrun.config.paths import PACKAGE_CONF, shipped_values
+from dlrun.errors import ConfigError, PluginError, did_you_mean, unknown_name_message
+
+# Every registry made, so that plugins can be listed and tests can undo what a plugin registered.
+ALL_REGISTRIES: list["Registry"] = []
+# The plugin whose code is running now (dlrun.plugin_loading sets it while it imports one); None: dlrun's own.
+_registering: list["PluginOrigin"] = []
+
+
+@dataclass(eq=False)
+class PluginOrigin:
+    """Where a registered component comes from, when it is not dlrun's own."""
+
+    name: str
+    conf_dir: Any = None  # the plugin's config tree (a Path), which holds a group option's defaults
+
+
+def current_plugin() -> PluginOrigin | None:
+    """The plugin being imported now; None outside a plugin's import."""
+    return _registering[-1] if _registering else None
+
+
+@contextmanager
+def registering_for(origin: PluginOrigin) -> Iterator[None]:
+    """Registrations inside the block belong to the plugin `origin`."""
+    _registering.append(origin)
+    try:
+        yield
+    finally:
+        _registering.pop()
 
 
 @dataclass(frozen=True)
@@ -64,6 +93,7 @@ class Entry:
     description: str
     builder: Callable[..., Any]
     details: Mapping[str, Any] = field(default_factory=dict)  # what the registry requires besides the builder
+    plugin: PluginOrigin | None = None  # None: one of dlrun's own
 
 
 class BadValue(ConfigError):
@@ -94,6 +124,7 @@ class Registry:
         self.group = group
         self.required = dict(required or {})
         self._entries: dict[str, Entry] = {}
+        ALL_REGISTRIES.append(self)
 
     def register(self, name: str, description: str, **details: Any):
         """Decorate a builder to register it as `name`.
@@ -110,16 +141,41 @@ class Registry:
                             f"missing: {', '.join(missing) or 'none'}, unknown: {', '.join(unknown) or 'none'}.")
         checked = {key: check(details[key]) for key, check in self.required.items()}
 
+        origin = current_plugin()
+
         def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
+            if origin is not None:
+                self._refuse_clash(name, origin)
             if self.group is not None:
                 self._refuse_defaults(name, builder)
-            self._entries[name] = Entry(name, description, builder, checked)
+            self._entries[name] = Entry(name, description, builder, checked, origin)
             return builder
 
         return decorate
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[name] for name in sorted(self._entries)]
+
+    def remove(self, names: list[str]) -> None:
+        """Forget entries (a plugin's, in tests that load one and must leave the registry as they found it)."""
+        for name in names:
+            self._entries.pop(name, None)
+
+    def _refuse_clash(self, name: str, origin: PluginOrigin) -> None:
+        """A plugin adds components: it never replaces dlrun's own or another plugin's."""
+        existing = self._entries.get(name)
+        if existing is None:
+            return
+        if existing.plugin is None:
+            raise PluginError(f"the plugin '{origin.name}' registers the {self.kind} '{name}', which is one of "
+                              f"dlrun's own: a plugin adds components and never replaces a built-in. Register it "
+                              f"under another name (e.g. '{origin.name}_{name}').")
+        by = "itself, twice" if existing.plugin.name == origin.name else f"the plugin '{existing.plugin.name}'"
+        raise PluginError(f"the plugin '{origin.name}' registers the {self.kind} '{name}', which {by} registered "
+                          "already. Give each component its own name, or load only one of the two plugins.")
 
     def get(self, name: Any, where: str = "") -> Entry:
         """The entry for name, or a ConfigError with did-you-mean."""
@@ -154,7 +210,8 @@ class Registry:
                     f" Keys it takes: {', '.join(params) or 'none'}."
                 )
             bound[key] = check_value(value, hints.get(key), f"{where}.{key}")
-        shipped = shipped_values(self.group, name) if self.group else {}
+        conf = entry.plugin.conf_dir if entry.plugin is not None else None
+        shipped = shipped_values(self.group, name, conf or PACKAGE_CONF) if self.group else {}
         for key, param in params.items():
             if key in bound:
                 continue

@@ -15,6 +15,7 @@ from typing import Any
 
 from dlrun.config.paths import PRIMARY, config_roots, group_options
 from dlrun.errors import ConfigError, did_you_mean, unknown_name_message
+from dlrun.plugin_loading import load_plugins
 
 # The resolvers a config may use: each reads other keys of the same config, nothing else. Every other
 # is refused: oc.env reads the environment (a secret would be logged with the run's config and its
@@ -43,6 +44,7 @@ def compose(overrides: list[str], config_dir: str | Path | None = None) -> Compo
     from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
+    load_plugins()  # their config trees join the search path
     roots = config_roots(config_dir)
     if config_dir is not None and not roots[0].is_dir():
         raise ConfigError(f"--config-dir: no folder at '{config_dir}'.")

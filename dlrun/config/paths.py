@@ -1,4 +1,4 @@
-"""Where config trees live: --config-dir, then ./conf, then the package's own.
+"""Where config trees live: --config-dir, then ./conf, then the plugins', then the package's own.
 
 Kept free of Hydra and torch so that `dlrun configs` starts fast.
 """
@@ -25,15 +25,26 @@ NOT_OPTIONS = ("name", "defaults")
 
 
 def config_roots(config_dir: str | Path | None = None) -> list[Path]:
-    """Config folders in search order: the first that holds a file wins."""
+    """Config folders in search order: the first that holds a file wins. A plugin's tree comes after
+    the user's own (--config-dir, ./conf) and before the package's."""
     roots: list[Path] = []
     if config_dir is not None:
         roots.append(Path(config_dir).resolve())
     local = (Path.cwd() / "conf").resolve()
     if local.is_dir() and local != PACKAGE_CONF:
         roots.append(local)
+    roots.extend(plugin_conf_dirs())
     roots.append(PACKAGE_CONF)
     return roots
+
+
+# The config trees of the plugins loaded so far, in load order: dlrun.plugin_loading adds them (compose,
+# validate and `dlrun configs` load the plugins before they read the search path).
+PLUGIN_CONF_DIRS: list[Path] = []
+
+
+def plugin_conf_dirs() -> list[Path]:
+    return list(PLUGIN_CONF_DIRS)
 
 
 def group_options(roots: list[Path]) -> dict[str, dict[str, Path]]:
@@ -67,8 +78,9 @@ def read_option(file: Path) -> dict[str, Any]:
 
 
 @functools.cache
-def shipped_values(group: str, builder: str) -> dict[str, Any]:
-    """The values that the package's own options of `group` give the builder they name.
+def shipped_values(group: str, builder: str, root: Path = PACKAGE_CONF) -> dict[str, Any]:
+    """The values that the options of `group` shipped with a builder give it: the package's own, or the
+    config tree of the plugin that registered the builder (`root`).
 
     The option named after the builder comes first (optim/sgd.yaml for sgd); the
     other options naming it (optim/momentum.yaml, name: sgd) give the keys it leaves
@@ -77,8 +89,9 @@ def shipped_values(group: str, builder: str) -> dict[str, Any]:
     Args:
         group: a config group ("optim").
         builder: a registry name ("sgd").
+        root: the config tree shipped with the builder.
     """
-    folder = PACKAGE_CONF / group
+    folder = Path(root) / group
     files = sorted(folder.glob("*.yaml"), key=lambda file: (file.stem != builder, file.stem))
     values: dict[str, Any] = {}
     for file in files:

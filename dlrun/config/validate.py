@@ -13,7 +13,9 @@ from typing import Annotated, Any, Optional, Union
 from urllib.parse import urlparse
 
 from dlrun.components.activations import ACTIVATIONS
+from dlrun.components.callbacks import CALLBACKS
 from dlrun.components.losses import LOSSES
+from dlrun.components.metrics import METRICS
 from dlrun.components.optimizers import OPTIMIZERS
 from dlrun.components.schedulers import SCHEDULERS
 from dlrun.config.compose import Composed
@@ -21,6 +23,7 @@ from dlrun.data.augment import AUGMENTS
 from dlrun.data.sources import COMMON_KEYS, DATASETS
 from dlrun.errors import ConfigError, did_you_mean
 from dlrun.models.build import check_layer_specs
+from dlrun.plugin_loading import load_plugins
 from dlrun.registry import BadValue, Choice, Range, check_value
 from dlrun.train.metrics import every_epoch_metric
 
@@ -32,6 +35,8 @@ TOP_LEVEL = {
     "regularization": dict, "scheduler": dict, "augment": dict, "trainer": dict, "tracking": dict,
     "seed": Annotated[int, Range(ge=0)], "output_dir": str,
 }
+# Keys a config may leave out: runs recorded before they existed have none.
+OPTIONAL_TOP_LEVEL = {"metrics": list, "callbacks": list}
 DATA_COMMON = {"batch_size": Annotated[int, Range(ge=1)], "val_fraction": Fraction, "test_fraction": Fraction}
 REGULARIZATION = {"l1": NonNegative, "l2": NonNegative, "dropout": Annotated[float, Range(ge=0, lt=1)]}
 TRACKING = {"uri": Optional[str], "experiment": str, "log_model": bool}
@@ -77,6 +82,8 @@ class RunConfig:
     optim: tuple[str, dict]
     scheduler: tuple[str, dict]
     augment: tuple[str, dict]
+    metrics: tuple[tuple[str, dict], ...] = ()  # more metrics to log: (registry name, builder options)
+    callbacks: tuple[tuple[str, dict], ...] = ()  # more Lightning callbacks: (registry name, builder options)
 
     def components(self) -> dict[str, tuple[str, dict]]:
         """Each group option a registry builds: group -> (registry name, bound options)."""
@@ -117,8 +124,12 @@ def validate(composed: Composed) -> RunConfig:
 
 
 def _validate(composed: Composed) -> RunConfig:
+    load_plugins()  # a stored config validated without composing (reproduce, a DDP rank) needs them too
     cfg = composed.config
-    _check_keys(cfg, TOP_LEVEL, "", required=True)
+    _check_keys({k: v for k, v in cfg.items() if k not in OPTIONAL_TOP_LEVEL}, TOP_LEVEL, "", required=True)
+    for key, hint in OPTIONAL_TOP_LEVEL.items():
+        if key in cfg and not isinstance(cfg[key], hint):
+            raise ConfigError(f"'{key}' must be a list, got {cfg[key]!r}; e.g. {key}=[NAME] or [] for none.")
     data = cfg["data"]
     _need_name(data, "data")
     DATASETS.get(data["name"], "data.name")
@@ -149,7 +160,26 @@ def _validate(composed: Composed) -> RunConfig:
         optim=_component(composed, "optim", OPTIMIZERS),
         scheduler=_component(composed, "scheduler", SCHEDULERS),
         augment=_component(composed, "augment", AUGMENTS),
+        metrics=_listed(cfg.get("metrics") or [], "metrics", METRICS),
+        callbacks=_listed(cfg.get("callbacks") or [], "callbacks", CALLBACKS),
     )
+
+
+def _listed(items: list, key: str, registry) -> tuple[tuple[str, dict], ...]:
+    """Each entry of a list of components (NAME, or a mapping with name and options), bound to its builder."""
+    bound = []
+    for index, item in enumerate(items):
+        where = f"{key}[{index}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        _need_name(item, where)
+        bound.append((item["name"], registry.bind(item["name"], {k: v for k, v in item.items() if k != "name"},
+                                                  where)))
+    names = [name for name, _ in bound]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"'{key}' names {', '.join(sorted({n for n in names if names.count(n) > 1}))} twice; "
+                          "list each once.")
+    return tuple(bound)
 
 
 def _naming_the_source(error: BadValue, composed: Composed) -> BadValue:

@@ -58,6 +58,7 @@ def reproduce(run_id: str, overrides: list[str] | None = None, uri: str | None =
     now["dlrun.data_fingerprint"] = result.data_fingerprint
     then = stored.run.data.tags
     drift = [(t, then.get(t, "(none)"), now.get(t, "(none)")) for t in DRIFT_TAGS if then.get(t) != now.get(t)]
+    drift += stored.plugin_drift()
     original, new = stored.run.data.metrics, result.final_metrics
     names = sorted(set(original) | set(new))
     return Reproduction(run_id, result.run_id, drift, [(n, original.get(n), new.get(n)) for n in names], derived)

@@ -20,6 +20,8 @@ def resume(run_id: str, overrides: list[str] | None = None, uri: str | None = No
     from dlrun.train.run import Resume, train
 
     stored = load_run(run_id, uri)
+    for what, then, now in stored.plugin_drift():  # a changed plugin may change what the rest trains
+        print(f"dlrun: drift since run {run_id}: {what}: {then} -> {now}", file=sys.stderr)
     status = stored.run.info.status
     if status == "FINISHED":
         if not overrides:

@@ -80,6 +80,7 @@ class StoredRun:
         from dlrun.config.compose import Composed
         from dlrun.config.validate import validate
 
+        self.plugin_drift()  # a plugin the run used and that is not loaded: named, never imported from the run
         config = apply_overrides(self.config, overrides or [], f"the config of run {self.run_id}")
         if uri:
             config["tracking"]["uri"] = uri
@@ -90,6 +91,16 @@ class StoredRun:
         except ConfigError as error:  # name the run: the culprit is its config.yaml, or the overrides on it
             changed = f" with {' '.join(overrides)}" if overrides else ""
             raise ConfigError(f"the config.yaml of run {self.run_id}{changed}: {error}") from None
+
+    def plugin_drift(self) -> list[tuple[str, str, str]]:
+        """(plugin NAME, version then, version now) for each plugin of the run whose version changed.
+
+        Raises:
+            PluginError: a plugin the run was trained with is not loaded here.
+        """
+        from dlrun.plugin_loading import TAG, check_recorded
+
+        return check_recorded(self.run.data.tags.get(TAG), self.run_id)
 
     def served_model(self):
         """The run's logged MLflow model as a pyfunc; RunNotFound if it logged none."""

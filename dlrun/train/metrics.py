@@ -32,5 +32,11 @@ def every_epoch_metric() -> tuple[str, ...]:
 
 
 def direction(metric: str) -> str:
-    """"maximize" for a metric where higher is better (accuracy), else "minimize"."""
-    return "maximize" if metric.rsplit("/", 1)[-1] in _HIGHER_IS_BETTER else "minimize"
+    """"maximize" for a metric where higher is better (accuracy, or a registered metric that says so),
+    else "minimize"."""
+    from dlrun.components.metrics import METRICS
+
+    name = metric.rsplit("/", 1)[-1]
+    if name in METRICS.names():
+        return "maximize" if METRICS.get(name).details["higher_is_better"] else "minimize"
+    return "maximize" if name in _HIGHER_IS_BETTER else "minimize"

@@ -32,11 +32,12 @@ class DlrunModule(pl.LightningModule):
         l1, l2: penalty coefficients over penalized_parameters(net).
         target_scale: regression targets are standardized; MAE is reported in the
             user's units by multiplying back by this scale.
+        extra_metrics: more metrics (`metrics: [...]`): name -> a function that makes one.
     """
 
     def __init__(self, net: nn.Module, loss_fn, make_optimizer, task: str, num_classes: int,
                  l1: float = 0.0, l2: float = 0.0, target_scale: torch.Tensor | None = None,
-                 make_scheduler=None):
+                 make_scheduler=None, extra_metrics=None):
         super().__init__()
         self.net = net
         self.loss_fn = loss_fn
@@ -48,6 +49,9 @@ class DlrunModule(pl.LightningModule):
         self.register_buffer("target_scale", target_scale if target_scale is not None else torch.ones(1))
         self.metric_name = quality_name(task)
         self.metrics = nn.ModuleDict({stage: self._metric(num_classes) for stage in ("val", "test")})
+        self.extra_metrics = nn.ModuleDict({
+            stage: nn.ModuleDict({name: make() for name, make in (extra_metrics or {}).items()})
+            for stage in ("val", "test")})
         self._sums: dict[str, list] = {}  # stage -> [sum of loss * rows, rows] over the epoch so far
 
     def _metric(self, num_classes: int):
@@ -116,15 +120,18 @@ class DlrunModule(pl.LightningModule):
         x, y = batch
         outputs = self.net(x)
         loss = self.loss_fn(outputs, y)
-        metric = self.metrics[stage]
         if self.task == "classification":
             predicted = outputs.argmax(dim=-1) if outputs.shape[-1] > 1 else (outputs[:, 0] > 0).long()
-            metric.update(predicted, y)
+            targets = y
         else:
-            metric.update(outputs * self.target_scale, y * self.target_scale)
+            predicted, targets = outputs * self.target_scale, y * self.target_scale
+        metrics = {self.metric_name: self.metrics[stage], **self.extra_metrics[stage]}
+        for metric in metrics.values():
+            metric.update(predicted, targets)
         self._add_to_epoch_loss(stage, loss, len(x), batch_index)
-        if self._last_batch(stage, batch_index):  # the metric object accumulates every batch; computed once
-            self.log(f"{stage}/{self.metric_name}", metric, on_step=False, on_epoch=True)
+        if self._last_batch(stage, batch_index):  # the metric objects accumulate every batch; computed once
+            for name, metric in metrics.items():
+                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True)
 
     def validation_step(self, batch, batch_index):
         self._evaluate(batch, "val", batch_index)

@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from dlrun.config.validate import RunConfig
+from dlrun.plugin_loading import TAG as PLUGINS_TAG, recorded_plugins
 from dlrun.tracking.env import environment_tags
 from dlrun.tracking.params import run_params
 from dlrun.train.ranks import NullRecord
@@ -93,6 +94,7 @@ def _tags(data) -> dict[str, str]:
     tags = environment_tags()
     tags["dlrun.data_fingerprint"] = data.fingerprint
     tags["dlrun.task"] = data.task
+    tags[PLUGINS_TAG] = recorded_plugins()
     return tags
 
 

@@ -51,7 +51,7 @@ def prepare(run: RunConfig) -> Prepared:
         net, LOSSES.get(loss_name).builder(data.num_classes, **loss_options), _optimizer_factory(run), data.task,
         data.num_classes, l1=run.regularization["l1"], l2=run.regularization["l2"],
         target_scale=getattr(data.postprocess, "scale", None),
-        make_scheduler=_scheduler_factory(run, data),
+        make_scheduler=_scheduler_factory(run, data), extra_metrics=_extra_metrics(run, data),
     )
     _check_optimization(module)
     return Prepared(data, module, augment)
@@ -98,6 +98,23 @@ def _scheduler_factory(run: RunConfig, data):
     steps = math.ceil(math.ceil(len(data.x_train) / run.data["batch_size"]) / run.trainer.get("accumulate_grad_batches", 1))
     context = ScheduleContext(max_epochs=run.trainer["max_epochs"], steps_per_epoch=steps)
     return lambda optimizer: builder(optimizer, context, **options)
+
+
+def _extra_metrics(run: RunConfig, data) -> dict:
+    """name -> a function making the metric, for each of `metrics: [...]`; a ConfigError for one that does
+    not fit the data's task."""
+    from dlrun.components.metrics import METRICS, MetricContext
+
+    context = MetricContext(data.task, data.num_classes)
+    factories = {}
+    for name, options in run.metrics:
+        entry = METRICS.get(name)
+        if data.task not in entry.details["fits"]:
+            raise ConfigError(f"the metric '{name}' in metrics fits {', '.join(sorted(entry.details['fits']))} "
+                              f"data, and this data set is {data.task}. Drop it, or pick one of: "
+                              f"{', '.join(n for n in METRICS.names() if data.task in METRICS.get(n).details['fits'])}.")
+        factories[name] = lambda builder=entry.builder, options=options: builder(context, **options)
+    return factories
 
 
 def _augmentation(run: RunConfig, sample_shape: tuple[int, ...]):
