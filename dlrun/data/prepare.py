@@ -7,7 +7,7 @@ preprocessing as torch modules, so the served model takes raw features.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +37,8 @@ class DataBundle:
     postprocess: "torch.nn.Module"  # model output -> served output (probabilities or values)
     raw_example: np.ndarray  # a few raw training rows, for the served model's signature
     fingerprint: str  # sha256 of the raw data as loaded
+    feature_names: list[str] = field(default_factory=list)  # the raw features' names, where the source has them
+    split_rows: dict[str, np.ndarray] = field(default_factory=dict)  # "train"/"val"/"test": rows of the data as loaded
 
     @property
     def out_features(self) -> int:
@@ -161,6 +163,7 @@ def _bundle(raw: RawData, train, val, test) -> DataBundle:
         task=raw.task, num_classes=num_classes, class_names=raw.class_names,
         sample_shape=tuple(raw.sample_shape), preprocess=preprocess, postprocess=postprocess.eval(),
         raw_example=raw.x[train[:5]].astype(np.float32), fingerprint=fingerprint(raw),
+        feature_names=list(raw.feature_names), split_rows={"train": train, "val": val, "test": test},
     )
 
 
