@@ -103,12 +103,18 @@ class StoredRun:
         return check_recorded(self.run.data.tags.get(TAG), self.run_id)
 
     def served_model(self):
-        """The run's logged MLflow model as a pyfunc; RunNotFound if it logged none."""
+        """The run's logged MLflow model as a pyfunc; for a run that skipped it on purpose (a sweep's trial
+        other than the best), the same model rebuilt from best.ckpt; RunNotFound if it logged none."""
         import mlflow.pyfunc
 
         from dlrun.tracking.store import active_store
 
-        model_uri = self._own_model_uri()
+        tags = self.run.data.tags
+        if not tags.get("dlrun.model_uri") and tags.get("dlrun.served_from") == "checkpoint":
+            from dlrun.lifecycle.checkpoint_model import CheckpointModel
+
+            return CheckpointModel(self)
+        model_uri = self.own_model_uri()
         with active_store(self.uri):
             self._refuse_foreign_model_code(model_uri)
             return mlflow.pyfunc.load_model(model_uri)
@@ -134,7 +140,7 @@ class StoredRun:
                               f"data {files}); dlrun loads only its own kind of model, which runs no code of its "
                               "own. Its files were altered.")
 
-    def _own_model_uri(self) -> str:
+    def own_model_uri(self) -> str:
         """The dlrun.model_uri tag, if it names a model this run logged. A tag edited to a path (../../),
         a folder or another run's model would load a model, and its code, from elsewhere."""
         model_uri = self.run.data.tags.get("dlrun.model_uri")
