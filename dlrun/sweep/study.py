@@ -13,6 +13,7 @@ import sys
 import warnings
 from typing import Callable
 
+from dlrun.database import check_database, hide_passwords
 from dlrun.errors import ConfigError, TrainingFailed
 from dlrun.sweep import budget, storage
 from dlrun.sweep.check import check_base, check_params
@@ -41,6 +42,7 @@ def run_study(spec: SweepSpec, options: Options, echo: Callable[[str], None]) ->
     Raises:
         ConfigError: the sweep does not fit the config tree, or its storage or study cannot be used.
         Interrupted: Ctrl-C or SIGTERM; the trials done are kept and the same command resumes.
+        StorageLost: the study's database stopped answering; the parent run is FAILED, the same command resumes.
         TrainingFailed: every trial failed.
     """
     from dlrun.train.outcome import Interrupted
@@ -50,24 +52,21 @@ def run_study(spec: SweepSpec, options: Options, echo: Callable[[str], None]) ->
         set_threads(options.threads)
     jobs = 1 if options.worker else (options.n_jobs or spec.n_jobs)
     done = sum(budget.counts(t) and t.state.is_finished() for t in session.study.get_trials(deepcopy=False))
-    echo(f"dlrun: study '{session.name}' in {session.storage_url}: {done} trials done, "
+    echo(f"dlrun: study '{session.name}' in {hide_passwords(session.storage_url)}: {done} trials done, "
          f"budget {session.n_trials}, {jobs} process{'es' if jobs > 1 else ''}; parent run {session.parent_run_id}")
     parent = SweepParent(session.store_uri, session.experiment, session.parent_run_id)
     try:
-        if jobs == 1:
-            work(session, parent, echo)
-        else:
-            from dlrun.sweep.workers import run_workers
-
-            run_workers(session, jobs, echo, lambda row, rows, done: echo(progress(session, row, rows, done)))
+        with storage.lost_as_error(session.storage_url, session.name):
+            rows = _run_trials(session, parent, jobs, echo)
     except (Interrupted, KeyboardInterrupt):
         if not options.worker:
             parent.finish(budget.rows_of(session.study), session.metric, session.direction, "KILLED")
         raise Interrupted(f"the study '{session.name}' was interrupted; the trials done are kept in "
-                          f"{session.storage_url}. Run the same command again to resume it.") from None
-    if not options.worker:  # a worker killed after its last claim left its trial RUNNING
-        budget.fail_dead_trials(session.study, session.store_uri, missing_owner_is_dead=False)
-    rows = budget.rows_of(session.study)
+                          f"{hide_passwords(session.storage_url)}. Run the same command again to resume it.") from None
+    except storage.StorageLost:
+        if not options.worker:  # its trials stay in the storage, out of reach: the parent keeps what it has
+            parent.record.end("FAILED")
+        raise
     result = SweepResult(session.parent_run_id, rows, session.metric, session.direction, session.base,
                          options.config_dir)
     if not options.worker:
@@ -78,10 +77,26 @@ def run_study(spec: SweepSpec, options: Options, echo: Callable[[str], None]) ->
     return result
 
 
+def _run_trials(session: StudySession, parent: SweepParent, jobs: int, echo: Callable[[str], None]) -> list:
+    """The trials, here (jobs == 1) or in worker processes, until the budget is spent; the study's rows."""
+    if jobs == 1:
+        work(session, parent, echo)
+    else:
+        from dlrun.sweep.workers import run_workers
+
+        run_workers(session, jobs, echo, lambda row, rows, done: echo(progress(session, row, rows, done)))
+    if not session.options.worker:  # a worker killed after its last claim left its trial RUNNING
+        budget.fail_dead_trials(session.study, session.store_uri, missing_owner_is_dead=False)
+    return budget.rows_of(session.study)
+
+
 def open_study(spec: SweepSpec, options: Options) -> StudySession:
     """Check the sweep against the config tree, then create, resume or join its study and parent run."""
     from dlrun.config.paths import config_roots, group_options
 
+    given_storage = storage.given_storage(options.storage)
+    if given_storage:
+        check_database(given_storage, "--storage")  # a database that does not answer: told at once
     where = str(spec.path)
     params, fixed = search_space(spec.params, group_options(config_roots(options.config_dir)), where)
     refuse_searched_overrides(options.overrides, params, where)
@@ -98,13 +113,13 @@ def open_study(spec: SweepSpec, options: Options) -> StudySession:
     store_uri = tracking_uri(checked.run.tracking["uri"])
     check_reachable(store_uri)  # before the study's storage is touched
     name = options.study_name or spec.name
-    storage_url = options.storage or storage.default_storage(store_uri, name)
+    storage_url = given_storage or storage.default_storage(store_uri, name)
     study = storage.create_or_join(name, storage_url, checked.direction, pruner, options.worker)
     fingerprint = spec.fingerprint(list(options.overrides))
     stored = study.user_attrs.get("dlrun_fingerprint")
     if stored is not None and stored != fingerprint:
-        raise ConfigError(f"the study '{name}' in {storage_url} was made from a different sweep (its file or "
-                          "overrides changed since). Resume it unchanged, or start a new study with --study-name NAME.")
+        raise ConfigError(f"the study '{name}' in {hide_passwords(storage_url)} was made from a different sweep "
+                          "(its file or overrides changed since). Resume it unchanged, or start a new study with --study-name NAME.")
     session = StudySession(spec, options, study, name, storage_url, params, base, checked.metric, checked.direction,
                            store_uri, n_trials, "", checked.run.tracking["experiment"], checked.run.config["output_dir"])
     return dataclasses.replace(session, parent_run_id=_parent_run(session, fingerprint))
@@ -116,8 +131,8 @@ def _parent_run(session: StudySession, fingerprint: str) -> str:
     existing = study.user_attrs.get("mlflow_parent_run_id")
     if session.options.worker:
         if existing is None:
-            raise ConfigError(f"the study '{session.name}' in {session.storage_url} has no parent run yet; "
-                              "start it without --worker first.")
+            raise ConfigError(f"the study '{session.name}' in {hide_passwords(session.storage_url)} has no parent "
+                              "run yet; start it without --worker first.")
         return existing
     budget.fail_dead_trials(study, session.store_uri, missing_owner_is_dead=True)
     parent = SweepParent(session.store_uri, session.experiment, existing)
@@ -127,7 +142,7 @@ def _parent_run(session: StudySession, fingerprint: str) -> str:
     spec = session.spec
     settings = {"sweep": spec.name, "metric": session.metric, "direction": session.direction,
                 "n_trials": str(session.n_trials), "sampler": spec.sampler.name, "pruner": spec.pruner.name,
-                "n_jobs": str(spec.n_jobs), "storage": session.storage_url, "study": session.name,
+                "n_jobs": str(spec.n_jobs), "storage": hide_passwords(session.storage_url), "study": session.name,
                 "overrides": " ".join(session.base)}
     run_id = parent.start(session.name, "sweep", settings, {"sweep.yaml": spec.text})
     study.set_user_attr("mlflow_parent_run_id", run_id)

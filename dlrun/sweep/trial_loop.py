@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from dlrun.sweep import budget
+from dlrun.sweep import budget, storage
 from dlrun.sweep.parent import child_tags
 from dlrun.sweep.report import TrialRow, progress_line
 from dlrun.sweep.samplers import make_sampler
@@ -27,7 +27,15 @@ def work(session: StudySession, parent, echo: Callable[[str], None]) -> None:
         session: the opened study.
         parent: the SweepParent, which logs the best value after each trial.
         echo: prints a progress line after each trial.
+
+    Raises:
+        StorageLost: the study's database stopped answering; the trial that ran is closed FAILED.
     """
+    with storage.lost_as_error(session.storage_url, session.name):
+        _work(session, parent, echo)
+
+
+def _work(session: StudySession, parent, echo: Callable[[str], None]) -> None:
     lock = budget.lock_path_for(session.storage_url, session.name)
     # One process: the file's seed, moved on by the trials so far, so a resumed study does not repeat
     # its first draws. Parallel workers draw from fresh entropy, or they would draw the same values.
@@ -46,6 +54,16 @@ def work(session: StudySession, parent, echo: Callable[[str], None]) -> None:
         echo(progress(session, row, rows, done=sum(r.state.is_finished() for r in rows)))
 
 
+def _beats(session: StudySession, value: float) -> bool:
+    """Whether value beats every COMPLETE trial of the study so far (any value does in an empty study)."""
+    from optuna.trial import TrialState as OptunaState
+
+    done = [t.value for t in session.study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE,))]
+    if not done:
+        return True
+    return value > max(done) if session.direction == "maximize" else value < min(done)
+
+
 def progress(session: StudySession, row: TrialRow, rows: list[TrialRow], done: int) -> str:
     """The progress line of a finished trial: `[3/8] trial 2  complete  val/acc=0.95  best=...`."""
     return progress_line(row, done, session.n_trials, rows, session.metric, session.direction)
@@ -60,7 +78,22 @@ def _run_one(session: StudySession, trial) -> TrialRow:
     own = [p.override(p.suggest(trial)) for p in session.params]
     trial.set_user_attr("overrides", own)
     pruning = session.spec.pruner.name != "none"
+    lost: list[storage.StorageLost] = []
 
+    def guarded(call: Callable) -> Callable:
+        """call, where a database that stops answering raises a StorageLost: a DlrunError, so the trial's
+        run is closed FAILED without a traceback."""
+        def calling(*args):
+            try:
+                return call(*args)
+            except Exception as error:
+                if "://" not in session.storage_url or not storage.is_lost_connection(error):
+                    raise
+                lost.append(storage.lost(session.storage_url, session.name, error))
+                raise lost[-1] from None
+        return calling
+
+    @guarded
     def report(value: float, epoch: int) -> bool:
         trial.report(value, epoch)
         return pruning and trial.should_prune()
@@ -68,11 +101,15 @@ def _run_one(session: StudySession, trial) -> TrialRow:
     try:
         outcome = run_trial(session.base + own, session.options.config_dir, session.metric, session.store_uri,
                             child_tags(session.parent_run_id, session.name, trial.number), report,
-                            on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id))
+                            on_start=guarded(lambda run_id: trial.set_user_attr("mlflow_run_id", run_id)),
+                            is_best=None if session.spec.models == "all" else guarded(lambda v: _beats(session, v)),
+                            plots=session.spec.plots)
     except Interrupted:
         trial.set_user_attr("dlrun_state", TrialState.INTERRUPTED)
         session.study.tell(trial, state=OptunaState.FAIL)
         raise
+    if lost:  # its run is closed FAILED; the study cannot be told, a rerun closes the trial (its process gone)
+        raise lost[0]
     for key, value in (("epochs", outcome.epochs), ("fit_seconds", outcome.fit_seconds),
                        ("message", outcome.message), ("last_value", outcome.value)):
         trial.set_user_attr(key, value)

@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from dlrun.sweep import budget
+from dlrun.sweep import budget, storage
 from dlrun.sweep.session import StudySession
+
+LOST_GRACE_S = 60.0  # a worker notices a lost database at its next write: an epoch's end, at most
 
 
 def run_workers(session: StudySession, jobs: int, echo: Callable[[str], None], on_row: Callable) -> None:
@@ -23,8 +25,10 @@ def run_workers(session: StudySession, jobs: int, echo: Callable[[str], None], o
     options = session.options
     threads = options.threads or max(1, (os.cpu_count() or 1) // jobs)
     command = [sys.executable, "-m", "dlrun", "sweep", str(session.spec.path), *options.overrides, "--worker",
-               "--storage", session.storage_url, "--study-name", session.name, "--n-trials", str(session.n_trials),
+               "--study-name", session.name, "--n-trials", str(session.n_trials),
                "--threads", str(threads), *(["--config-dir", options.config_dir] if options.config_dir else [])]
+    # The storage through the environment: a database URL's password stays out of ps and the trials' records.
+    environment = {**os.environ, storage.STORAGE_ENV: session.storage_url}
     logs = Path(session.output_dir) / "sweeps" / session.name
     logs.mkdir(parents=True, exist_ok=True)
     processes = []
@@ -32,7 +36,8 @@ def run_workers(session: StudySession, jobs: int, echo: Callable[[str], None], o
         with open(logs / f"worker-{index}.log", "ab") as log:
             # Their own session: a Ctrl-C in the terminal reaches this process only, which then
             # forwards one SIGTERM (a second signal would stop a trial at once, without its checkpoint).
-            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                              env=environment))
     echo(f"dlrun: {jobs} worker processes, {threads} torch thread{'s' if threads > 1 else ''} each; logs in {logs}")
     seen = {r.number for r in budget.rows_of(session.study) if r.state.is_finished()}
     try:
@@ -43,15 +48,34 @@ def run_workers(session: StudySession, jobs: int, echo: Callable[[str], None], o
                 break
             time.sleep(1.0)
     except KeyboardInterrupt:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)  # each stops its trial at a batch boundary, KILLED
-        for process in processes:
-            process.wait(timeout=120)
+        _stop(processes)
         raise
-    failed = [(i, p.returncode) for i, p in enumerate(processes) if p.returncode != 0]
-    for index, code in failed:
-        echo(f"dlrun: worker {index} exited with code {code}; see {logs / f'worker-{index}.log'}")
+    except Exception as error:
+        if "://" not in session.storage_url or not storage.is_lost_connection(error):
+            raise
+        _stop(processes, grace_s=LOST_GRACE_S)  # each fails its trial at its next write, or is stopped
+        _tell_failed(processes, logs, echo)
+        raise storage.lost(session.storage_url, session.name, error) from None
+    _tell_failed(processes, logs, echo)
+
+
+def _stop(processes: list[subprocess.Popen], grace_s: float = 0.0) -> None:
+    """Wait grace_s for the workers to exit by themselves; then SIGTERM stops the trials still training
+    at a batch boundary (KILLED)."""
+    deadline = time.time() + grace_s
+    while time.time() < deadline and any(p.poll() is None for p in processes):
+        time.sleep(0.5)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.wait(timeout=120)
+
+
+def _tell_failed(processes: list[subprocess.Popen], logs: Path, echo: Callable[[str], None]) -> None:
+    for index, process in enumerate(processes):
+        if process.returncode != 0:
+            echo(f"dlrun: worker {index} exited with code {process.returncode}; see {logs / f'worker-{index}.log'}")
 
 
 def _report_new(session: StudySession, seen: set[int], on_row: Callable) -> None:

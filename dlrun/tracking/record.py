@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dlrun.database import hide_passwords
 from dlrun.processes import this_process
 from dlrun.tracking.offline import OfflineBuffer
 from dlrun.tracking.server import check_reachable, is_connection_error
@@ -88,15 +89,18 @@ class RunRecord:
               overrides: list[str]) -> str:
         """A new run of `dlrun train` with its config.yaml and overrides.txt; its id."""
         self.create(name, params, tags, source="dlrun train")
-        self.log_text(config_yaml, "config.yaml")
-        self.log_text("\n".join(overrides) + ("\n" if overrides else ""), "overrides.txt")
+        self.log_text(hide_passwords(config_yaml), "config.yaml")
+        self.log_text(hide_passwords("\n".join(overrides) + ("\n" if overrides else "")), "overrides.txt")
         return self.run_id
 
     def create(self, name: str, params: dict[str, str], tags: dict[str, str], source: str) -> str:
-        """A new RUNNING run with its params and tags; `source` names the dlrun command."""
+        """A new RUNNING run with its params and tags; `source` names the dlrun command. A database URL's
+        password (in tracking.uri, a sweep's storage, the command line) is recorded as ***."""
         from mlflow.entities import Param, RunTag
 
-        tags = {**tags, PROCESS_TAG: this_process()}  # tells `dlrun runs` when a RUNNING run lost its process
+        params = {key: hide_passwords(str(value)) for key, value in params.items()}
+        tags = {key: hide_passwords(str(value)) for key, value in tags.items()}
+        tags[PROCESS_TAG] = this_process()  # tells `dlrun runs` when a RUNNING run lost its process
         run = retry_while_locked(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
         self._now_writing(run.info.run_id)
         self._run_name = run.info.run_name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from dlrun.database import check_database, is_database_url
 from dlrun.errors import ConfigError
 
 REACH_TIMEOUT_S = 5.0
@@ -27,7 +28,10 @@ def prefer_quick_retries(uri: str) -> None:
 
 
 def check_reachable(uri: str) -> None:
-    """A ConfigError within seconds when the tracking server at uri does not answer."""
+    """A ConfigError within seconds when the tracking server, or the database store, at uri does not answer."""
+    if is_database_url(uri):  # postgresql://...: MLflow itself would wait on it for minutes
+        check_database(uri, "the MLflow store (tracking.uri / MLFLOW_TRACKING_URI / --tracking-uri)")
+        return
     if not is_remote(uri):
         return
     prefer_quick_retries(uri)
