@@ -1,0 +1,160 @@
+"""Plugins in one process: what a plugin may register, every way it can go wrong, and where its configs go."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+
+import pytest
+
+from dlrun.config.compose import compose
+from dlrun.config.validate import validate
+from dlrun.errors import ConfigError, PluginError
+from dlrun.models.layers import LAYERS
+from dlrun.plugin_loading import ENV, check_recorded, load_plugins, recorded_plugins, unload_plugins, use_plugins
+
+LAYER_PLUGIN = """
+    from dlrun import plugins
+
+    @plugins.layer("{name}", "Multiply by a factor")
+    def times(ctx, in_shape, factor: float = 2.0):
+        from torch import nn
+
+        class Times(nn.Module):
+            def forward(self, x):
+                return x * factor
+
+        return Times()
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_plugins_left(monkeypatch, workdir):
+    """Each test starts and ends with no plugin loaded, $DLRUN_PLUGINS unset and an empty folder."""
+    monkeypatch.delenv(ENV, raising=False)
+    unload_plugins()
+    yield
+    unload_plugins()
+
+
+def write(folder, name: str, source: str):
+    path = folder / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def test_a_file_plugin_registers_a_layer_that_configs_name_and_did_you_mean_knows(workdir):
+    plugin = write(workdir, "my_layers.py", LAYER_PLUGIN.format(name="times"))
+    (loaded,) = use_plugins([str(plugin)])
+    assert (loaded.name, loaded.kind, loaded.registered) == ("my_layers", "file", [("layer type", "times")])
+    assert loaded.version.startswith("sha256:")
+    assert os.environ[ENV] == str(plugin.resolve())  # passed on to the processes dlrun starts
+    run = validate(compose(["data=iris", "model.layers=[{type: times, factor: 3.0}, {type: linear}]"]))
+    assert run.config["model"]["layers"][0]["type"] == "times"
+    with pytest.raises(ConfigError, match="Did you mean 'times'"):
+        LAYERS.get("timess")
+
+
+def test_the_environment_variable_loads_a_plugin(workdir, monkeypatch):
+    monkeypatch.setenv(ENV, str(write(workdir, "env_layers.py", LAYER_PLUGIN.format(name="env_times"))))
+    assert [p.name for p in load_plugins()] == ["env_layers"]
+    assert "env_times" in LAYERS.names()
+
+
+@pytest.mark.parametrize("source, message", [
+    ("import not_a_module_anywhere\n", "the plugin 'broken' .* failed to import: ModuleNotFoundError"),
+    (LAYER_PLUGIN.format(name="linear"), "registers the layer type 'linear', which is one of dlrun's own"),
+    (LAYER_PLUGIN.format(name="twice") + LAYER_PLUGIN.format(name="twice"), "which itself, twice registered"),
+    ("from dlrun import plugins\n\n@plugins.loss('no_fit', 'A loss without fits')\ndef f(n):\n    pass\n",
+     "failed to import: TypeError: .*fits"),
+    ("from dlrun import plugins\n\n@plugins.optimizer('opt', 'Defaults in the signature')\n"
+     "def opt(parameters, lr: float = 0.1):\n    pass\n", "defaults belong in its YAML file"),
+    ("from dlrun import plugins\nplugins.config_dir('no_such_folder')\n", "names the config folder .* does not exist"),
+])
+def test_a_plugin_that_cannot_load_is_an_error_naming_it_and_the_fix(workdir, source, message):
+    plugin = write(workdir, "broken.py", source)
+    with pytest.raises(PluginError, match=message):
+        use_plugins([str(plugin)])
+
+
+def test_two_plugins_registering_one_name_are_refused(workdir):
+    first = write(workdir, "first.py", LAYER_PLUGIN.format(name="shared"))
+    second = write(workdir, "second.py", LAYER_PLUGIN.format(name="shared"))
+    with pytest.raises(PluginError, match="the plugin 'second' registers the layer type 'shared', which the plugin "
+                                          "'first' registered already"):
+        use_plugins([str(first), str(second)])
+
+
+def test_a_missing_file_or_module_is_named(workdir):
+    with pytest.raises(PluginError, match="nowhere.py': no file there"):
+        use_plugins(["nowhere.py"])
+    with pytest.raises(PluginError, match="plugin 'no_such_module_here': no module of that name"):
+        use_plugins(["no_such_module_here"])
+
+
+def test_registering_outside_a_plugin_import_is_refused():
+    from dlrun import plugins
+
+    with pytest.raises(PluginError, match="outside a plugin's import"):
+        plugins.layer("stray", "Registered by a plain import")
+
+
+def test_a_plugin_config_tree_joins_the_search_path_after_the_user_and_before_the_package(workdir):
+    tree = workdir / "plugin_conf"
+    (tree / "model").mkdir(parents=True)
+    (tree / "model" / "wide_mlp.yaml").write_text("# From the plugin\nlayers:\n  - {type: linear, out_features: 8}\n"
+                                                  "  - {type: activation}\n  - {type: linear}\n")
+    write(workdir, "tree_plugin.py", f"from dlrun import plugins\nplugins.config_dir({str(tree)!r})\n")
+    use_plugins([str(workdir / "tree_plugin.py")])
+    assert validate(compose(["data=iris", "model=wide_mlp"])).config["model"]["layers"][0]["out_features"] == 8
+    (workdir / "conf" / "model").mkdir(parents=True)  # the user's own ./conf shadows the plugin's option
+    (workdir / "conf" / "model" / "wide_mlp.yaml").write_text("layers:\n  - {type: linear}\n")
+    assert len(validate(compose(["data=iris", "model=wide_mlp"])).config["model"]["layers"]) == 1
+    from dlrun.catalog import list_groups
+
+    assert "[plugin tree_plugin]" not in list_groups("model")  # ./conf's file wins, and is listed
+    (workdir / "conf" / "model" / "wide_mlp.yaml").unlink()
+    assert "[plugin tree_plugin]" in list_groups("model")
+
+
+def test_a_plugin_option_may_not_replace_one_of_dlruns(workdir):
+    tree = workdir / "plugin_conf"
+    (tree / "model").mkdir(parents=True)
+    (tree / "model" / "cnn.yaml").write_text("layers: []\n")
+    write(workdir, "shadow.py", f"from dlrun import plugins\nplugins.config_dir({str(tree)!r})\n")
+    with pytest.raises(PluginError, match="ships the option model=cnn, which is one of dlrun's own"):
+        use_plugins([str(workdir / "shadow.py")])
+
+
+def test_a_config_cannot_load_a_plugin(workdir):
+    with pytest.raises(ConfigError, match="unknown config key 'plugins'"):
+        validate(compose(["data=iris", "+plugins=[my_layers.py]"]))
+
+
+def test_a_run_records_its_plugins_and_a_stored_run_is_checked_against_those_loaded(workdir):
+    plugin = write(workdir, "recorded.py", LAYER_PLUGIN.format(name="recorded_times"))
+    use_plugins([str(plugin)])
+    tag = recorded_plugins()
+    (record,) = json.loads(tag)
+    assert record["name"] == "recorded" and record["source"] == str(plugin.resolve())
+    assert check_recorded(tag, "r1") == []
+    plugin.write_text(plugin.read_text() + "# changed\n")
+    unload_plugins()
+    use_plugins([str(plugin)])
+    ((what, then, now),) = check_recorded(tag, "r1")
+    assert what == "plugin recorded" and then == record["version"] and now != then
+    unload_plugins()
+    os.environ.pop(ENV)
+    with pytest.raises(PluginError, match=f"run r1 was trained with the plugin 'recorded' .* not loaded here: name "
+                                          f"it: --plugin {plugin.resolve()}"):
+        check_recorded(tag, "r1")
+
+
+def test_a_metric_that_does_not_fit_the_task_is_refused_before_the_run(workdir):
+    from dlrun.train.setup import prepare
+
+    with pytest.raises(ConfigError, match="the metric 'rmse' in metrics fits regression data"):
+        prepare(validate(compose(["data=iris", "metrics=[rmse]"])))
+    with pytest.raises(ConfigError, match="unknown metric 'ff1'.*Did you mean 'f1'"):
+        validate(compose(["data=iris", "metrics=[ff1]"]))
