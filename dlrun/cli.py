@@ -228,6 +228,20 @@ def predict(
 
 
 @command()
+def export(
+    run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train."),
+    output_path: str = typer.Option(..., "--output", "-o", help="The file to write, e.g. model.onnx."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (needs pip install 'dlrun[onnx]') or torchscript."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+) -> None:
+    """Write a run's served model (preprocessing included: raw features in, probabilities out) as ONNX or
+    TorchScript."""
+    from dlrun.lifecycle.export import export_run
+
+    typer.echo(export_run(run_id, fmt, output_path, tracking_uri).summary())
+
+
+@command()
 def diff(
     run_a: str = typer.Argument(..., help="A run id."),
     run_b: str = typer.Argument(..., help="Another run id."),
