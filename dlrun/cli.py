@@ -13,13 +13,14 @@ from typing import List, Optional
 
 import typer
 
+from dlrun.completion import complete_groups, complete_overrides, complete_run_ids, complete_sweeps
 from dlrun.errors import DlrunError
 from dlrun.process_exit import exit_without_teardown
 
 app = typer.Typer(
     help="dlrun: declarative deep-learning experiments. Hydra configs in, MLflow runs out.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion; completing reads YAML and SQLite only (dlrun.completion)
     pretty_exceptions_enable=False,
 )
 
@@ -68,7 +69,8 @@ def command(**settings):
 
 @command(context_settings={"ignore_unknown_options": True})
 def train(
-    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False,
+                                                    autocompletion=complete_overrides),
     cfg: bool = typer.Option(False, "--cfg", help="Print the composed, resolved config and exit."),
     config_dir: Optional[str] = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
     multirun: bool = typer.Option(False, "--multirun", "-m", help="A grid sweep: every combination of the listed "
@@ -102,9 +104,10 @@ def train(
 
 @command(context_settings={"ignore_unknown_options": True})
 def sweep(
-    name_or_path: str = typer.Argument(..., help="A sweep file: a name in ./sweeps or the shipped sweeps, or a path."),
+    name_or_path: str = typer.Argument(..., help="A sweep file: a name in ./sweeps or the shipped sweeps, or a path.",
+                                       autocompletion=complete_sweeps),
     overrides: Optional[List[str]] = typer.Argument(None, help="Overrides of the base run, after the file's.",
-                                                    show_default=False),
+                                                    show_default=False, autocompletion=complete_overrides),
     storage: Optional[str] = typer.Option(None, "--storage", help="The study's storage: a database URL "
                                           "(postgresql://...) or a journal file; default: optuna/NAME.journal "
                                           "beside the tracking store."),
@@ -128,7 +131,8 @@ def sweep(
 
 @command()
 def configs(
-    group: Optional[str] = typer.Argument(None, help="A config group, e.g. model. Omit to list all groups."),
+    group: Optional[str] = typer.Argument(None, help="A config group, e.g. model. Omit to list all groups.",
+                                          autocompletion=complete_groups),
     config_dir: Optional[str] = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),
 ) -> None:
@@ -164,7 +168,8 @@ def runs(
 
 @command(name="eval", context_settings={"ignore_unknown_options": True})
 def evaluate(
-    run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train."),
+    run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train.",
+                                autocompletion=complete_run_ids),
     overrides: Optional[List[str]] = typer.Argument(None, help="Data overrides (data.path=new.csv) to score other data.",
                                                     show_default=False),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
@@ -179,7 +184,8 @@ def evaluate(
 
 @command(context_settings={"ignore_unknown_options": True})
 def reproduce(
-    run_id: str = typer.Argument(..., help="The MLflow run id to train again."),
+    run_id: str = typer.Argument(..., help="The MLflow run id to train again.",
+                                autocompletion=complete_run_ids),
     overrides: Optional[List[str]] = typer.Argument(None, help="KEY=VALUE changes: a derived run, no equality check.",
                                                     show_default=False),
     atol: float = typer.Option(0.0, "--atol", min=0.0, help="Largest metric difference that still counts as equal."),
@@ -198,7 +204,8 @@ def reproduce(
 
 @command(context_settings={"ignore_unknown_options": True})
 def resume(
-    run_id: str = typer.Argument(..., help="The KILLED or FAILED run to continue."),
+    run_id: str = typer.Argument(..., help="The KILLED or FAILED run to continue.",
+                                autocompletion=complete_run_ids),
     overrides: Optional[List[str]] = typer.Argument(None, help="For a FINISHED run: trainer.max_epochs=N trains "
                                                     "it longer in a new, derived run.", show_default=False),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
@@ -214,7 +221,8 @@ def resume(
 
 @command()
 def predict(
-    run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train."),
+    run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train.",
+                                autocompletion=complete_run_ids),
     input_path: str = typer.Option(..., "--input", "-i", help="Raw features: a CSV with a header row, or .npy."),
     output_path: str = typer.Option(..., "--output", "-o", help="Where to write the predictions (CSV)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
@@ -229,13 +237,13 @@ def predict(
 
 @command()
 def export(
-    run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train."),
+    run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train.",
+                                autocompletion=complete_run_ids),
     output_path: str = typer.Option(..., "--output", "-o", help="The file to write, e.g. model.onnx."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (needs pip install 'dlrun[onnx]') or torchscript."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
-    """Write a run's served model (preprocessing included: raw features in, probabilities out) as ONNX or
-    TorchScript."""
+    """Write a run's served model (raw features in, probabilities out) as ONNX or TorchScript."""
     from dlrun.lifecycle.export import export_run
 
     typer.echo(export_run(run_id, fmt, output_path, tracking_uri).summary())
@@ -243,8 +251,8 @@ def export(
 
 @command()
 def diff(
-    run_a: str = typer.Argument(..., help="A run id."),
-    run_b: str = typer.Argument(..., help="Another run id."),
+    run_a: str = typer.Argument(..., help="A run id.", autocompletion=complete_run_ids),
+    run_b: str = typer.Argument(..., help="Another run id.", autocompletion=complete_run_ids),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
     """The config keys and final metrics that differ between two runs."""
