@@ -39,7 +39,7 @@ TOP_LEVEL = {
 OPTIONAL_TOP_LEVEL = {"metrics": list, "callbacks": list}
 DATA_COMMON = {"batch_size": Annotated[int, Range(ge=1)], "val_fraction": Fraction, "test_fraction": Fraction}
 REGULARIZATION = {"l1": NonNegative, "l2": NonNegative, "dropout": Annotated[float, Range(ge=0, lt=1)]}
-TRACKING = {"uri": Optional[str], "experiment": str, "log_model": bool}
+TRACKING = {"uri": Optional[str], "experiment": str, "log_model": bool, "system_metrics": bool}
 # The stores MLflow opens by URI (a plain path would be its retired file store).
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
 # MLflow 3 refuses its file store (file:///...) unless this variable is true or 1.

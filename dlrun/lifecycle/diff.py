@@ -1,9 +1,10 @@
-"""`dlrun diff`: the config keys and final metrics that differ between two runs."""
+"""`dlrun diff`: the config keys and final metrics that differ between two runs (MLflow's system metrics left out)."""
 
 from __future__ import annotations
 
 from dlrun.lifecycle.stored import load_run
 from dlrun.tracking.params import flatten
+from dlrun.tracking.system_metrics import model_metrics
 
 
 def diff_runs(run_a: str, run_b: str, uri: str | None = None) -> str:
@@ -12,7 +13,7 @@ def diff_runs(run_a: str, run_b: str, uri: str | None = None) -> str:
     config_a, config_b = flatten(first.config), flatten(second.config)
     rows = [(key, config_a.get(key, "(absent)"), config_b.get(key, "(absent)"))
             for key in sorted(set(config_a) | set(config_b)) if config_a.get(key) != config_b.get(key)]
-    metrics_a, metrics_b = first.run.data.metrics, second.run.data.metrics
+    metrics_a, metrics_b = model_metrics(first.run.data.metrics), model_metrics(second.run.data.metrics)
     metric_rows = [(name, _number(metrics_a.get(name)), _number(metrics_b.get(name)))
                    for name in sorted(set(metrics_a) | set(metrics_b)) if metrics_a.get(name) != metrics_b.get(name)]
     if not rows and not metric_rows:

@@ -15,10 +15,30 @@ def ui_command(host: str, port: int, uri: str | None = None) -> list[str]:
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", host, "--port", str(port)]
 
 
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"  # the query MLflow's UI reads for its view
+
+
+def experiment_links(client, base_url: str, limit: int = 10) -> list[str]:
+    """'NAME: URL' for each experiment dlrun created (tagged EXPERIMENT_KIND), newest first: its runs table
+    in MLflow's model-training view. MLflow's UI reads the view from the URL (workflowType) or from the
+    browser's last choice in its sidebar, never from the experiment, and starts a new browser on GenAI."""
+    from dlrun.tracking.store import EXPERIMENT_KIND
+
+    ((key, value),) = EXPERIMENT_KIND.items()
+    found = client.search_experiments(filter_string=f"tags.`{key}` = '{value}'", max_results=limit,
+                                      order_by=["creation_time DESC"])
+    return [f"{experiment.name}: {base_url}/#/experiments/{experiment.experiment_id}/runs?{MODEL_TRAINING_VIEW}"
+            for experiment in found]
+
+
 def run_ui(host: str, port: int, uri: str | None = None) -> int:
     """Serve the UI until interrupted; MLflow's exit code."""
     command = ui_command(host, port, uri)
-    print(f"MLflow UI on http://{host}:{port} for {command[5]} (Ctrl-C stops it)", flush=True)
+    client, _ = open_store(uri)
+    base_url = f"http://{host}:{port}"
+    print(f"MLflow UI on {base_url} for {command[5]} (Ctrl-C stops it)", flush=True)
+    for line in experiment_links(client, base_url):
+        print(f"  {line}", flush=True)
     try:
         return subprocess.call(command, env=os.environ.copy())
     except KeyboardInterrupt:

@@ -69,6 +69,7 @@ class RunRecord:
         self.ended: str | None = None  # the status the run was closed with
         self.refused: list[str] = []  # artifacts the artifact store refused (disk full, no permission)
         self.refusal: str | None = None  # the first such error, as the user should read it
+        self._system = None  # the SystemMetrics monitor while the run is watched
 
     @property
     def local_dir(self) -> Path | None:
@@ -125,6 +126,18 @@ class RunRecord:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._store(artifact_file, self.client.log_text, self.run_id, text, artifact_file)
+
+    def log_inputs(self, inputs: list) -> None:
+        """The run's dataset inputs (tracking/datasets.py); noted as not sent while the server is gone."""
+        self.buffer.send("dataset inputs", self.client.log_inputs, self.run_id, datasets=inputs)
+
+    def watch_system(self, resume: bool) -> None:
+        """Log MLflow's system metrics (CPU, memory, GPU where present) until the run ends; `resume`: the run
+        is continued, so that its steps follow the ones it has."""
+        from dlrun.tracking.system_metrics import SystemMetrics
+
+        if self.buffer.server_answers():
+            self._system = SystemMetrics(self.run_id, self.uri, resume)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """One step's metrics; kept and sent later while the server does not answer."""
@@ -205,6 +218,9 @@ class RunRecord:
         are written to the run's local folder."""
         self.ended = status
         self.buffer.try_now()
+        if self._system is not None:  # before the status: a closed run takes no more metrics
+            self._system.stop(wait=self.buffer.server_answers())
+            self._system = None
         if self.buffer.server_answers():
             self.buffer.send("the run's status", self.client.set_terminated, self.run_id, status=status)
         if self.buffer.offline_since is not None:

@@ -46,8 +46,13 @@ def active_store(uri: str):
             os.environ["MLFLOW_TRACKING_URI"] = environment
 
 
+# The experiment tag MLflow's UI reads for an experiment's kind: model training rather than GenAI.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id_of(client, name: str) -> str:
-    """The id of the experiment called name, created if missing.
+    """The id of the experiment called name, created if missing (tagged as a model-training experiment,
+    EXPERIMENT_KIND).
 
     Two processes may both find it missing and both create it: the loser's create
     fails, and the winner's experiment is taken.
@@ -58,7 +63,7 @@ def experiment_id_of(client, name: str) -> str:
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags=EXPERIMENT_KIND)
     except MlflowException:
         found = client.get_experiment_by_name(name)
         if found is None:

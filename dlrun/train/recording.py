@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from dlrun.config.validate import RunConfig
 from dlrun.plugin_loading import TAG as PLUGINS_TAG, recorded_plugins
+from dlrun.tracking.datasets import dataset_inputs
 from dlrun.tracking.env import environment_tags
 from dlrun.tracking.params import run_params
 from dlrun.train.ranks import NullRecord
@@ -34,17 +35,22 @@ def new_record(run: RunConfig, rank: int, rank_run_id: str | None):
 
 
 def start_record(record, run: RunConfig, data, reopen_run_id: str | None, extra_tags: dict | None) -> None:
-    """The MLflow run created with its name, params, tags, config.yaml, overrides.txt and data.json,
-    or reopened (reopen_run_id) to resume it."""
+    """The MLflow run created with its name, params, tags, config.yaml, overrides.txt, data.json and its
+    splits as dataset inputs, or reopened (reopen_run_id) to resume it; then, when tracking.system_metrics,
+    watched for system metrics until it ends."""
     if isinstance(record, NullRecord):
         return
     if reopen_run_id:
         record.reopen(reopen_run_id)
-        return
-    config = recorded_config(run)
-    record.start(_run_name(run), run_params(config, run.choices), {**_tags(data), **(extra_tags or {})},
-                 OmegaConf.to_yaml(OmegaConf.create(config)), run.overrides)
-    record.log_text(_data_info(data), "data.json")
+    else:
+        config = recorded_config(run)
+        inputs = dataset_inputs(run.data, data)  # described before the run exists, so a failure leaves none
+        record.start(_run_name(run), run_params(config, run.choices), {**_tags(data), **(extra_tags or {})},
+                     OmegaConf.to_yaml(OmegaConf.create(config)), run.overrides)
+        record.log_text(_data_info(data), "data.json")
+        record.log_inputs(inputs)
+    if run.tracking.get("system_metrics", False):  # a config recorded before the key existed had none
+        record.watch_system(resume=bool(reopen_run_id))
 
 
 def recorded_config(run: RunConfig) -> dict:

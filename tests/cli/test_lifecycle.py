@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlrun.cli import app
+from dlrun.tracking.system_metrics import model_metrics
 from tests.conftest import mlflow_runs, run_dlrun
 
 runner = CliRunner()
@@ -55,7 +56,7 @@ def test_reproduce_gives_identical_metrics_in_a_tagged_run(recorded):
     _, runs = mlflow_runs(folder / "mlflow.db")
     by_id = {r.info.run_id: r for r in runs}
     assert by_id[new_id].data.tags["dlrun.reproduced_from"] == run_id
-    assert by_id[new_id].data.metrics == by_id[run_id].data.metrics
+    assert model_metrics(by_id[new_id].data.metrics) == model_metrics(by_id[run_id].data.metrics)
 
 
 def test_reproduce_with_overrides_is_a_derived_run_that_differs(recorded):
