@@ -40,3 +40,25 @@ def mlflow_runs(store: Path, experiment: str = "dlrun"):
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
     found = client.get_experiment_by_name(experiment)
     return client, (client.search_runs([found.experiment_id]) if found else [])
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server (tests/postgres.py), started once per test process.
+
+    Skipped, with the reason, where none can be started (no PostgreSQL installed, no psycopg); where
+    $DLRUN_REQUIRE_POSTGRES=1 (CI sets it), that fails the tests instead.
+    """
+    from tests.postgres import PostgresServer, PostgresUnavailable
+
+    try:
+        import psycopg  # noqa: F401  (the driver SQLAlchemy uses for postgresql://)
+
+        server = PostgresServer()
+    except (ImportError, PostgresUnavailable) as why:
+        reason = f"PostgreSQL cannot be started here: {why}"
+        if os.environ.get("DLRUN_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (DLRUN_REQUIRE_POSTGRES=1 requires it)", pytrace=False)
+        pytest.skip(reason)
+    yield server
+    server.close()

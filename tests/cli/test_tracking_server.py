@@ -25,15 +25,15 @@ def free_port() -> int:
 
 
 class Server:
-    """An `mlflow server` in its own folder, stopped with stop()."""
+    """An `mlflow server` in its own folder (its backend store: server.db there, or `backend`), stopped with stop()."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, backend: str | None = None):
         self.folder = folder
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         mlflow = shutil.which("mlflow") or "mlflow"
         self.process = subprocess.Popen(
-            [mlflow, "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+            [mlflow, "server", "--backend-store-uri", backend or f"sqlite:///{folder / 'server.db'}",
              "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", "1"],
             cwd=folder, stdout=open(folder / "server.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
