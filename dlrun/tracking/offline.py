@@ -21,6 +21,7 @@ class OfflineBuffer:
     """The writes of one run's record that a gone server could not take, and when to try again."""
 
     RETRY_EVERY_S = 30.0
+    METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 
     def __init__(self, uri: str, client):
         """Args:
@@ -36,12 +37,17 @@ class OfflineBuffer:
         self._not_sent: list[str] = []  # artifacts and tags given up on
         self._retry_at = 0.0
 
-    def add_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        """Queue one step's metrics and send every queued step the server takes now."""
+    def add_metrics(self, run_id: str, metrics: dict[str, float], step: int, send: bool = True) -> None:
+        """Queue one step's metrics (timestamped now) and, when send, every queued step the server takes now."""
         from mlflow.utils.time import get_current_time_millis
 
         self._unsent.append((run_id, step, get_current_time_millis(), {k: float(v) for k, v in metrics.items()}))
-        if self.server_answers():
+        if send:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every queued step the server takes now."""
+        if self._unsent and self.server_answers():
             self._send_metrics()
 
     def send(self, what: str, call, *args, **kwargs) -> None:
@@ -111,10 +117,15 @@ class OfflineBuffer:
 
         try:
             while self._unsent:
-                run_id, step, when, metrics = self._unsent[0]
-                retry_while_locked(self.client.log_batch, run_id,
-                                   metrics=[Metric(k, v, when, step) for k, v in metrics.items()])
-                self._unsent.pop(0)
+                # Queued steps of one run go in one log_batch, up to MLflow's 1000 metrics a batch.
+                run_id, taken, batch = self._unsent[0][0], 0, []
+                for queued_run, step, when, metrics in self._unsent:
+                    if queued_run != run_id or (batch and len(batch) + len(metrics) > self.METRICS_PER_BATCH):
+                        break
+                    batch += [Metric(k, v, when, step) for k, v in metrics.items()]
+                    taken += 1
+                retry_while_locked(self.client.log_batch, run_id, metrics=batch)
+                del self._unsent[:taken]
         except Exception as error:
             if not is_connection_error(error):
                 raise

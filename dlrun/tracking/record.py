@@ -139,9 +139,14 @@ class RunRecord:
         if self.buffer.server_answers():
             self._system = SystemMetrics(self.run_id, self.uri, resume)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """One step's metrics; kept and sent later while the server does not answer."""
-        self.buffer.add_metrics(self.run_id, metrics, step)
+    def log_metrics(self, metrics: dict[str, float], step: int, send: bool = True) -> None:
+        """One step's metrics; kept and sent later while the server does not answer, or until
+        `flush_metrics` when send is False."""
+        self.buffer.add_metrics(self.run_id, metrics, step, send=send)
+
+    def flush_metrics(self) -> None:
+        """Send the metrics kept so far (in as few batches as MLflow takes)."""
+        self.buffer.flush()
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag

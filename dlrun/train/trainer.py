@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping
 
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError
-from dlrun.train.callbacks import AgreeToStop, EpochMetricsToMlflow, RandomState, StopOnSignal
+from dlrun.train.callbacks import AgreeToStop, EpochMetricsToMlflow, IntervalCheckpoint, RandomState, StopOnSignal
 from dlrun.train.metrics import direction, epoch_metrics
 from dlrun.train.ranks import ddp_strategy
 
@@ -39,12 +39,7 @@ def build_trainer(run: RunConfig, task: str, checkpoint_dir: Path, metrics: Epoc
         stopper: the callback that stops at a batch boundary on a signal, with a checkpoint.
         extra_callbacks: more callbacks (a sweep's trial reporter), after dlrun's own.
     """
-    checkpoints = ModelCheckpoint(filename="best", monitor="val/loss", mode="min", save_top_k=1, save_last=True,
-                                  enable_version_counter=False)
-    # Given to the constructor, the folder would be made absolute; a checkpoint stores it, and a resume
-    # restores the best-model tracking only where it matches: kept as given (OUTPUT_DIR/RUN_ID/checkpoints),
-    # a run resumes the same from another folder and from checkpoints written before.
-    checkpoints.dirpath = str(checkpoint_dir)
+    checkpoints = IntervalCheckpoint(checkpoint_dir, on_write=metrics.flush)  # best.ckpt, last.ckpt
     # AgreeToStop last: it shares, under DDP, the stop that an earlier callback (a pruner) asked for.
     callbacks = [metrics, checkpoints, stopper, RandomState(), *(extra_callbacks or []), AgreeToStop()]
     stopping = early_stopping(run.trainer.get("early_stopping"), task)
