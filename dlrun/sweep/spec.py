@@ -44,7 +44,10 @@ KEYS = {
     "n_jobs": "trials at once, each in its own process",
     "seed": "the sampler's seed",
     "params": "{key: Hydra sweep expression}",
+    "models": "which trials log their served model: best (the best so far, the default) or all",
+    "plots": "whether each trial draws and logs its plots (false, the default)",
 }
+MODELS = ("best", "all")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class SweepSpec:
     n_jobs: int
     seed: int
     params: dict[str, Any]
+    models: str = "best"  # best: a trial logs its served model when it is the best so far; all: every trial
+    plots: bool = False  # each trial's plots
 
     @property
     def name(self) -> str:
@@ -131,6 +136,13 @@ def load_spec(path: Path) -> SweepSpec:
     direction = raw.get("direction")
     if direction is not None and direction not in DIRECTIONS:
         raise ConfigError(f"{where}: direction '{direction}' is neither minimize nor maximize.")
+    models = raw.get("models", "best")
+    if models not in MODELS:
+        raise ConfigError(f"{where}: models '{models}' is neither best nor all.{did_you_mean(str(models), MODELS)} "
+                          "best: only a trial that is the best so far logs its served model; all: every trial.")
+    plots = raw.get("plots", False)
+    if not isinstance(plots, bool):
+        raise ConfigError(f"{where}: plots must be true or false, not {plots!r}.")
     return SweepSpec(
         path=path, text=text, overrides=overrides, metric=metric, direction=direction,
         n_trials=_positive_int(raw.get("n_trials", 10), "n_trials", where),
@@ -138,7 +150,7 @@ def load_spec(path: Path) -> SweepSpec:
         pruner=_named(raw.get("pruner", "none"), PRUNERS, where),
         n_jobs=_positive_int(raw.get("n_jobs", 1), "n_jobs", where),
         seed=_positive_int(raw.get("seed", 0), "seed", where, minimum=0),
-        params={str(k): v for k, v in params.items()},
+        params={str(k): v for k, v in params.items()}, models=models, plots=plots,
     )
 
 

@@ -31,8 +31,13 @@ class TrialOutcome:
 
 def run_trial(overrides: list[str], config_dir: str | Path | None, metric: str, store_uri: str,
               tags: dict[str, str], report: Callable[[float, int], bool] | None = None,
-              on_start: Callable[[str], None] | None = None) -> TrialOutcome:
+              on_start: Callable[[str], None] | None = None, is_best: Callable[[float], bool] | None = None,
+              plots: bool = True) -> TrialOutcome:
     """Train one trial's config as `dlrun train` would, under the sweep's tags.
+
+    A trial does what a trial needs: with is_best, it logs its served model only when its final value is
+    the best so far (the study's best always has one; predict and eval build the others' from best.ckpt),
+    and its plots only when plots is True.
 
     Args:
         overrides: the whole override list (base run, then the trial's values).
@@ -41,6 +46,8 @@ def run_trial(overrides: list[str], config_dir: str | Path | None, metric: str, 
         tags: tags of the child run, mlflow.parentRunId among them.
         report: called with (value, epoch) after each epoch; True stops the trial (pruned).
         on_start: called with the child run's id once it exists.
+        is_best: whether a final value beats every finished trial's; None: every trial logs its model.
+        plots: draw and log the trial's plots.
     """
     from dlrun.sweep.check import compose_run
     from dlrun.train.outcome import Interrupted
@@ -58,7 +65,8 @@ def run_trial(overrides: list[str], config_dir: str | Path | None, metric: str, 
     try:
         # Progress bars of many trials would bury the sweep's own progress; an explicit override still wins.
         run = compose_run(["trainer.enable_progress_bar=false", *overrides], config_dir, "trial")
-        result = train(run, extra_tags=tags, callbacks=[reporter.callback()], on_start=started)
+        result = train(run, extra_tags=tags, callbacks=[reporter.callback()], on_start=started,
+                       log_model=None if is_best is None else lambda: reporter.best_so_far(is_best), plots=plots)
     except Interrupted:
         if run_id is not None:
             _tag_state(run_id, TrialState.INTERRUPTED, store_uri)
@@ -98,6 +106,10 @@ class EpochReporter:
         self.report = report
         self.last_value: float | None = None
         self.pruned = False
+
+    def best_so_far(self, is_best: Callable[[float], bool]) -> bool:
+        """Whether the trial, trained to the end (not pruned), beats every finished trial."""
+        return not self.pruned and self.last_value is not None and is_best(self.last_value)
 
     def callback(self):
         import pytorch_lightning as pl

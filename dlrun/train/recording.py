@@ -21,6 +21,9 @@ from dlrun.tracking.env import environment_tags
 from dlrun.tracking.params import run_params
 from dlrun.train.ranks import NullRecord
 
+# The tag of a run that logged no served model on purpose: predict and eval build it from best.ckpt.
+SERVED_FROM_CHECKPOINT = "dlrun.served_from"
+
 
 def new_record(run: RunConfig, rank: int, rank_run_id: str | None):
     """The record of this run, before its MLflow run exists: the store opened (created whole when new);
@@ -66,16 +69,23 @@ def recorded_config(run: RunConfig) -> dict:
 
 
 def record_results(record, run: RunConfig, prepared, history: list[dict[str, float]],
-                   test_metrics: dict[str, float], epochs: int, checkpoint_dir: Path) -> str | None:
-    """Test metrics, plots, checkpoints and (when tracking.log_model) the serving model; returns the model's
-    URI, or None when none was logged. A failed plot only warns; refused writes are noted on the record."""
-    from dlrun.tracking.plots import log_plots
-
+                   test_metrics: dict[str, float], epochs: int, checkpoint_dir: Path, log_model: bool = True,
+                   plots: bool = True) -> str | None:
+    """Test metrics, plots (when plots), checkpoints and (when tracking.log_model and log_model) the serving
+    model; returns the model's URI, or None when none was logged. A run that skips its model only because
+    log_model is False (a sweep's trial that is not the best so far) is tagged SERVED_FROM_CHECKPOINT: predict
+    and eval build its served model from best.ckpt. A failed plot only warns; refused writes are noted."""
     data, net = prepared.data, prepared.module.net
     record.log_metrics(test_metrics, step=epochs)
-    log_plots(record, history, data, net, run.choices, test_metrics, run.data["batch_size"])
+    if plots:
+        from dlrun.tracking.plots import log_plots
+
+        log_plots(record, history, data, net, run.choices, test_metrics, run.data["batch_size"])
     record.log_checkpoints(checkpoint_dir)
     if not run.tracking["log_model"]:
+        return None
+    if not log_model:
+        record.set_tags({SERVED_FROM_CHECKPOINT: "checkpoint"})
         return None
     return record.log_model(_serving_model(data, net), data.raw_example, _requirements())
 

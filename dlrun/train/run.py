@@ -58,7 +58,8 @@ class TrainResult:
 
 def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resume | None = None,
           callbacks: list | None = None, on_start: Callable[[str], None] | None = None,
-          rank_run_id: str | None = None) -> TrainResult:
+          rank_run_id: str | None = None, log_model: Callable[[], bool] | None = None,
+          plots: bool = True) -> TrainResult:
     """Train and test the configured model, recording everything in one MLflow run.
 
     Args:
@@ -69,6 +70,9 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
         callbacks: more Lightning callbacks (a sweep's trial reporter).
         on_start: called with the run id as soon as the MLflow run exists.
         rank_run_id: on a DDP rank other than 0 started by Lightning, rank 0's run id.
+        log_model: asked once training is done whether to log the served model (a sweep's trial:
+            only the best so far); None logs it as tracking.log_model says.
+        plots: draw and log the plots (a sweep's trials skip them unless asked).
     """
     rank = global_rank()
     with run_outcome(Path(run.config["output_dir"])) as outcome:
@@ -101,7 +105,7 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
         model_uri = None
         if not rank:  # only rank 0 records
             model_uri = record_results(record, run, prepared, metrics.history, test_metrics, trainer.current_epoch,
-                                       checkpoint_dir)
+                                       checkpoint_dir, log_model=log_model is None or log_model(), plots=plots)
             outcome.finish(model_uri)
         return TrainResult(
             run_id=record.run_id, run_name=record.run_name, tracking_uri=record.uri, test_metrics=test_metrics,

@@ -1,0 +1,42 @@
+"""The served model of a run that logged none on purpose (a sweep's trial other than the best so far),
+rebuilt from the run's config and best.ckpt, with the same interface predict and eval use.
+
+The preprocessing is fitted again on the run's seeded training split, as it was in training, so the
+rebuilt model gives what the logged one would have given.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+
+class CheckpointModel:
+    """ServingModel(preprocess, net from best.ckpt, postprocess) behind `predict` and `metadata`, as an
+    MLflow pyfunc model offers them."""
+
+    def __init__(self, stored):
+        """Args:
+        stored: the StoredRun, whose config and best checkpoint rebuild the model.
+        """
+        import torch
+        from mlflow.types import Schema, TensorSpec
+
+        from dlrun.models.modules import ServingModel
+        from dlrun.train.setup import prepare
+
+        prepared = prepare(stored.run_config())
+        checkpoint = torch.load(stored.checkpoint("best"), map_location="cpu", weights_only=True)
+        prepared.module.load_state_dict(checkpoint["state_dict"])
+        data = prepared.data
+        self.model = ServingModel(data.preprocess, prepared.module.net.cpu(), data.postprocess).eval()
+        features = TensorSpec(np.dtype(np.float32), (-1, *data.raw_example.shape[1:]))
+        self.metadata = SimpleNamespace(get_input_schema=lambda: Schema([features]))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities or values for rows of raw features, as the logged model returns them."""
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()
