@@ -121,10 +121,11 @@ def test_system_metrics_off_and_a_resumed_run_watched_again(tmp_path):
         assert [name for name, _, _ in record.calls if name == "log_inputs"] == ([] if reopen else ["log_inputs"])
 
 
-def test_while_the_server_is_gone_inputs_are_noted_and_no_monitor_starts(tmp_path):
+def test_while_the_server_is_gone_inputs_are_noted_and_no_monitor_starts(iris_run, tmp_path):
     from dlrun.tracking.record import RunRecord
 
-    record = RunRecord(f"sqlite:///{tmp_path / 'mlflow.db'}", "dlrun", output_dir=tmp_path / "outputs")
+    folder, _, _ = iris_run  # its store exists: no new one to build
+    record = RunRecord(f"sqlite:///{folder / 'mlflow.db'}", "dlrun", output_dir=tmp_path / "outputs")
     record.create("offline", {}, {}, source="dlrun train")
     record.buffer.go_offline(ConnectionError("refused"))
     record.log_inputs([])
