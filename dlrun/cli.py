@@ -13,7 +13,8 @@ from typing import List, Optional
 
 import typer
 
-from dlrun.completion import complete_groups, complete_overrides, complete_run_ids, complete_sweeps
+from dlrun.completion import (complete_export_formats, complete_groups, complete_overrides, complete_run_ids,
+                              complete_sweeps)
 from dlrun.errors import DlrunError
 from dlrun.process_exit import exit_without_teardown
 
@@ -33,7 +34,7 @@ PLUGIN_HELP = ("A plugin to load: a .py file or an installed module (repeatable)
 
 def _version(show: bool) -> None:
     if show:
-        from dlrun import __version__
+        from dlrun.version import __version__
 
         typer.echo(f"dlrun {__version__}")
         raise typer.Exit()
@@ -240,7 +241,8 @@ def export(
     run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train.",
                                 autocompletion=complete_run_ids),
     output_path: str = typer.Option(..., "--output", "-o", help="The file to write, e.g. model.onnx."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (needs pip install 'dlrun[onnx]') or torchscript."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (needs pip install 'dlrun[onnx]') or torchscript.",
+                            autocompletion=complete_export_formats),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
     """Write a run's served model (raw features in, probabilities out) as ONNX or TorchScript."""

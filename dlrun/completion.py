@@ -65,6 +65,13 @@ def complete_sweeps(incomplete: str) -> list[tuple[str, str]]:
         return []
 
 
+def complete_export_formats(incomplete: str) -> list[tuple[str, str]]:
+    """The formats of `dlrun export --format`."""
+    from dlrun.lifecycle.export import FORMATS  # only when --format is completed: it imports more
+
+    return [(name, _short(text)) for name, text in FORMATS.items() if name.startswith(incomplete)]
+
+
 def complete_run_ids(ctx, incomplete: str) -> list[tuple[str, str]]:
     """The most recent run ids of the command's store, newest first, with name, status and start.
 

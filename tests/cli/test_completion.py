@@ -47,6 +47,7 @@ def run_folder(tmp_path_factory):
 def test_commands_and_options_complete(workdir):
     assert bash("dlrun ex") == ["export"]
     assert bash("dlrun export 0123 --f") == ["--format"]
+    assert bash("dlrun export 0123 --format ") == ["onnx", "torchscript"]
     assert "--install-completion" in bash("dlrun --i")
 
 
