@@ -99,7 +99,7 @@ def test_system_metrics_are_logged_while_it_trains(iris_run):
     assert client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
 
 
-def test_system_metrics_off_and_a_resumed_run_watched_again(tmp_path):
+def test_system_metrics_off_and_a_resumed_run_watched_again():
     from dlrun.config.compose import compose
     from dlrun.config.validate import validate
     from dlrun.data.prepare import load_data
