@@ -5,8 +5,8 @@ The Python API (dlrun.api) is importable from here; importing dlrun imports noth
 
 from dlrun.api import compose, evaluate, grid, load_model, predict, reproduce, run_config, sweep, train
 from dlrun.errors import ConfigError, DataError, DlrunError, PluginError, TrainingFailed
+from dlrun.version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = [
     "compose", "evaluate", "grid", "load_model", "predict", "reproduce", "run_config", "sweep", "train",

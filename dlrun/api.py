@@ -128,10 +128,15 @@ def grid(overrides: Sequence[str], *, jobs: int = 1, metric: str = "val/loss", c
         return run_grid(list(overrides), config_dir, jobs, metric, print if progress else _silent)
 
 
-def load_model(run_id: str, *, tracking_uri: str | None = None) -> "torch.nn.Module":
+def load_model(run_id: str, *, tracking_uri: str | None = None, plugins: Iterable[str] = ()) -> "torch.nn.Module":
     """The run's served model as a torch module: raw features in (preprocessing included), class
     probabilities or values in the targets' units out. It loads without the run's plugins: the model is
     a torch.export program, data only.
+
+    Args:
+        run_id: the MLflow run id.
+        tracking_uri: the store; default as `dlrun train` chooses.
+        plugins: plugins to load first: a run without a logged model is rebuilt from its checkpoint.
 
     Raises:
         RunNotFound: an unknown run id, or a run that logged no model.
@@ -139,7 +144,9 @@ def load_model(run_id: str, *, tracking_uri: str | None = None) -> "torch.nn.Mod
     import mlflow.pytorch
 
     from dlrun.lifecycle.stored import load_run
+    from dlrun.plugin_loading import use_plugins
 
+    use_plugins(plugins)
     stored = load_run(run_id, tracking_uri)
     stored.served_model()  # its checks: the run's own model, files as dlrun logs them
     with _store(stored.uri):
@@ -147,13 +154,16 @@ def load_model(run_id: str, *, tracking_uri: str | None = None) -> "torch.nn.Mod
     return loaded.module() if hasattr(loaded, "module") else loaded
 
 
-def predict(run_id: str, features: "np.ndarray | Any", *, tracking_uri: str | None = None) -> "np.ndarray":
+def predict(run_id: str, features: "np.ndarray | Any", *, tracking_uri: str | None = None,
+            plugins: Iterable[str] = ()) -> "np.ndarray":
     """The run's predictions for raw features (an array or DataFrame of shape (N, features)): class
     probabilities (N, classes) for classification, values for regression."""
     import numpy as np
 
     from dlrun.lifecycle.stored import check_feature_count, load_run
+    from dlrun.plugin_loading import use_plugins
 
+    use_plugins(plugins)
     stored = load_run(run_id, tracking_uri)
     model = stored.served_model()
     values = np.asarray(features, dtype=np.float32)

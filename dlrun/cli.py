@@ -34,7 +34,7 @@ PLUGIN_HELP = ("A plugin to load: a .py file or an installed module (repeatable)
 
 def _version(show: bool) -> None:
     if show:
-        from dlrun import __version__
+        from dlrun.version import __version__
 
         typer.echo(f"dlrun {__version__}")
         raise typer.Exit()

@@ -15,12 +15,14 @@ Imports nothing heavy until there is a plugin to load: `dlrun configs` stays fas
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
 from importlib import metadata
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,21 +53,23 @@ class Plugin:
     kind: str  # "entry point", "file" or "module"
     conf_dir: Path | None = None  # set by dlrun.plugins.config_dir() while the plugin is imported
     distribution: str | None = None  # the installed distribution that ships it, where there is one
+    digest: str = "unknown"  # sha256 of its source files: drift even where the version stays
     registered: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) of what it added
 
-    def load_hint(self) -> str:
-        """How to load this plugin again, for messages."""
-        if self.distribution:
-            return f"install it (pip install {self.distribution}) or name it: --plugin {self.source}"
-        return f"name it: --plugin {self.source} (or add it to ${ENV})"
+
+_loaded: dict[str, Plugin] = {}  # by name, in load order
+_keys: set[str] = set()  # what is loaded, named one way only: file:/abs/path.py or module:package.module
+_env_before: list[str | None] = []  # $DLRUN_PLUGINS before this process first added to it (for unload_plugins)
 
 
-_loaded: dict[str, Plugin] = {}
-_done: set[str] = set()  # the sources already imported (entry points once, each named plugin once)
+def load_plugins(named: Iterable[str] = (), export: bool = False) -> list[Plugin]:
+    """Import the installed entry points, $DLRUN_PLUGINS and `named`, each once per process; a plugin
+    that failed is tried again on the next call (a notebook that fixed it).
 
-
-def load_plugins(named: Iterable[str] = ()) -> list[Plugin]:
-    """Import the installed entry points, $DLRUN_PLUGINS and `named` (each once per process).
+    Args:
+        named: .py files or module names, as the user gave them.
+        export: add each of `named` to $DLRUN_PLUGINS once it has loaded, so that the processes this
+            one starts load it too.
 
     Returns:
         Every plugin loaded so far, in load order.
@@ -73,30 +77,48 @@ def load_plugins(named: Iterable[str] = ()) -> list[Plugin]:
     Raises:
         PluginError: a plugin fails to import, or registers a name already taken.
     """
-    todo: list[tuple[str, object]] = []
-    if "entry points" not in _done:
-        _done.add("entry points")
-        points = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda point: point.name)
-        todo += [(f"entry point {point.name}", point) for point in points]
-    for item in [*env_plugins(), *named]:
-        if item and item not in _done:
-            _done.add(item)
-            todo.append((item, None))
+    todo = [(f"module:{point.module}", point, None) for point in _entry_points()]
+    todo += [(_key(item), None, item) for item in env_plugins()]
+    todo += [(_key(item), None, item) for item in named if item]
+    todo = [(key, point, item) for key, point, item in todo if key not in _keys]
     if todo:
         _fill_builtin_registries()
-    for source, point in todo:
-        _load(_from_entry_point(point) if point is not None else _from_name(source), point)
+    for key, point, item in todo:
+        if key in _keys:  # named twice in one call
+            continue
+        _load(key, point, item)
+        _keys.add(key)
+        if export and item is not None:
+            _export(key.removeprefix("file:").removeprefix("module:"))
     return list(_loaded.values())
 
 
 def use_plugins(named: Iterable[str]) -> list[Plugin]:
     """Load `named` (and the installed ones) and pass them on, through $DLRUN_PLUGINS, to the processes
     this one starts. A file is passed by its absolute path, so a worker in another folder finds it."""
-    given = [_absolute(item) for item in named if item]
-    if given:
-        known = env_plugins()
-        os.environ[ENV] = os.pathsep.join([*known, *(item for item in given if item not in known)])
-    return load_plugins(given)
+    return load_plugins(named, export=True)
+
+
+def _export(item: str) -> None:
+    known = env_plugins()
+    if not _env_before:
+        _env_before.append(os.environ.get(ENV))
+    if item not in known:
+        os.environ[ENV] = os.pathsep.join([*known, item])
+
+
+@functools.cache
+def _entry_points() -> tuple:
+    return tuple(sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda point: point.name))
+
+
+def _is_file(item: str) -> bool:
+    """A plugin named by a path (my_layers.py, ./plugins/x) rather than by an installed module's name."""
+    return item.endswith(".py") or "/" in item or os.sep in item
+
+
+def _key(item: str) -> str:
+    return f"file:{Path(item).resolve()}" if _is_file(item) else f"module:{item}"
 
 
 def env_plugins() -> list[str]:
@@ -108,9 +130,9 @@ def loaded_plugins() -> list[Plugin]:
 
 
 def recorded_plugins() -> str:
-    """The tag value that records the loaded plugins: a JSON list of name, version and source."""
-    return json.dumps([{"name": p.name, "version": p.version, "source": p.source, "kind": p.kind,
-                        **({"distribution": p.distribution} if p.distribution else {})}
+    """The tag value that records the loaded plugins: a JSON list of name, version, digest and source."""
+    return json.dumps([{"name": p.name, "version": p.version, "digest": p.digest, "source": p.source,
+                        "kind": p.kind, **({"distribution": p.distribution} if p.distribution else {})}
                        for p in sorted(_loaded.values(), key=lambda p: p.name)])
 
 
@@ -143,10 +165,11 @@ def plugin_of_file(path: Path) -> str | None:
 
 
 def check_recorded(tag: str | None, run_id: str) -> list[tuple[str, str, str]]:
-    """Compare the plugins a stored run was trained with against those loaded now.
+    """Compare the plugins a stored run was trained with against those loaded now. The tag is read as
+    data only: nothing it names is imported, and what it says is quoted as the run's claim.
 
     Returns:
-        (what, then, now) for each plugin whose version changed.
+        (what, then, now) for each plugin whose version or source files changed.
 
     Raises:
         PluginError: a plugin the run used is not loaded.
@@ -162,31 +185,55 @@ def check_recorded(tag: str | None, run_id: str) -> list[tuple[str, str, str]]:
             continue
         name, version = record["name"], str(record.get("version", "?"))
         if name not in loaded:
-            hint = Plugin(name, version, str(record.get("source", name)), str(record.get("kind", "")),
-                          distribution=record.get("distribution")).load_hint()
-            raise PluginError(f"run {run_id} was trained with the plugin '{name}' ({version}, from "
-                              f"{record.get('source', '?')}), which is not loaded here: {hint}.")
-        if loaded[name].version != version:
-            drift.append((f"plugin {name}", version, loaded[name].version))
+            raise PluginError(f"run {run_id} was trained with the plugin {name!r} (the run records version "
+                              f"{version!r}, from {str(record.get('source', '?'))!r}), which is not loaded here: "
+                              f"{_hint(record)}.")
+        now = loaded[name]
+        if now.version != version:
+            drift.append((f"plugin {name}", version, now.version))
+        elif str(record.get("digest", now.digest)) != now.digest:
+            drift.append((f"plugin {name} (its source files)", str(record["digest"]), now.digest))
     return drift
+
+
+_DISTRIBUTION_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")  # PEP 508
+
+
+def _hint(record: dict) -> str:
+    """How to load a recorded plugin, built from the run's tag only where it is a plain name or path."""
+    distribution, source, kind = record.get("distribution"), str(record.get("source", "")), record.get("kind")
+    if kind == "file":
+        return f"name it: --plugin {source!r}, or add it to ${ENV}"
+    if isinstance(distribution, str) and _DISTRIBUTION_NAME.match(distribution):
+        install = f"install it (the run names the distribution {distribution!r}: pip install {distribution})"
+    else:
+        install = "install the distribution that provides it"
+    return f"{install}, or name its module: --plugin {source!r}"
 
 
 def unload_plugins() -> None:
     """Forget every plugin: their components leave the registries, and the next load imports them anew
     (a notebook that edited its plugin file; tests that must leave the registries as they found them)."""
-    from dlrun.config.paths import PLUGIN_CONF_DIRS, shipped_values
+    from dlrun.config.paths import forget_plugin_conf_dirs, shipped_values
     from dlrun.registry import ALL_REGISTRIES
 
     for registry in ALL_REGISTRIES:  # also what a plugin that failed half-way registered
         registry.remove([entry.name for entry in registry.entries() if entry.plugin is not None])
     for plugin in _loaded.values():
         module = f"dlrun_plugin_{Path(plugin.source).stem}" if plugin.kind == "file" else plugin.source
-        for name in [m for m in sys.modules if m == module.split(":")[0] or m.startswith(module + ".")]:
+        for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
             del sys.modules[name]
     _loaded.clear()
-    _done.clear()
-    PLUGIN_CONF_DIRS.clear()
+    _keys.clear()
+    forget_plugin_conf_dirs()
     shipped_values.cache_clear()
+    _entry_points.cache_clear()
+    if _env_before:
+        before = _env_before.pop()
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
 
 
 def _fill_builtin_registries() -> None:
@@ -194,36 +241,51 @@ def _fill_builtin_registries() -> None:
         importlib.import_module(module)
 
 
-def _load(plugin: Plugin, point) -> None:
-    from dlrun.registry import ALL_REGISTRIES, PluginOrigin, registering_for
+def _load(key: str, point, item: str | None) -> None:
+    """Import one plugin with what it registers marked as its own; on failure, nothing of it is kept."""
+    from dlrun.registry import PluginOrigin, registering_for
 
-    if plugin.name in _loaded:
-        raise PluginError(f"two plugins are named '{plugin.name}': {_loaded[plugin.name].source} and "
-                          f"{plugin.source}. Load only one of them.")
-    origin = PluginOrigin(plugin.name)
+    origin = PluginOrigin(point.name if point is not None else _name_of(item))
     with registering_for(origin):
         try:
-            if point is not None:
-                point.load()
-            elif plugin.kind == "file":
+            plugin = _from_entry_point(point) if point is not None else _from_name(item)
+            if plugin.name in _loaded:
+                raise PluginError(f"two plugins are named '{plugin.name}': {_loaded[plugin.name].source} and "
+                                  f"{plugin.source}. Load only one of them.")
+            if plugin.kind == "file":
                 _import_file(Path(plugin.source))
             else:
                 importlib.import_module(plugin.source)
-        except PluginError:
-            raise
+            plugin.conf_dir = origin.conf_dir
+            if plugin.conf_dir is not None:
+                _check_conf_dir(plugin)
         except Exception as error:  # a plugin is the user's code: any failure is theirs to fix
-            raise PluginError(f"the plugin '{plugin.name}' ({plugin.source}) failed to import: "
+            _forget(origin)
+            if isinstance(error, PluginError):
+                raise
+            raise PluginError(f"the plugin '{origin.name}' ({item or point.value}) failed to import: "
                               f"{type(error).__name__}: {error}. Fix the plugin, or stop loading it "
                               f"(remove it from --plugin, ${ENV}, or uninstall it).") from None
-    plugin.conf_dir = origin.conf_dir
+    from dlrun.config.paths import add_plugin_conf_dir
+    from dlrun.registry import ALL_REGISTRIES
+
     plugin.registered = [(registry.kind, entry.name) for registry in ALL_REGISTRIES for entry in registry.entries()
                          if entry.plugin is origin]
     if plugin.conf_dir is not None:
-        from dlrun.config.paths import PLUGIN_CONF_DIRS
-
-        _check_conf_dir(plugin)
-        PLUGIN_CONF_DIRS.append(plugin.conf_dir)
+        add_plugin_conf_dir(plugin.conf_dir)
     _loaded[plugin.name] = plugin
+
+
+def _forget(origin) -> None:
+    """What a plugin that failed half-way registered leaves the registries."""
+    from dlrun.registry import ALL_REGISTRIES
+
+    for registry in ALL_REGISTRIES:
+        registry.remove([entry.name for entry in registry.entries() if entry.plugin is origin])
+
+
+def _name_of(item: str) -> str:
+    return Path(item).stem if _is_file(item) else item
 
 
 def _import_file(path: Path) -> None:
@@ -239,41 +301,58 @@ def _import_file(path: Path) -> None:
 
 
 def _from_entry_point(point) -> Plugin:
+    if point.attr:
+        raise PluginError(f"the entry point '{point.name} = {point.value}' (group {ENTRY_POINT_GROUP}) names an "
+                          "attribute; a dlrun plugin's entry point names the module that registers its components "
+                          f"({point.name} = {point.module}).")
     distribution = getattr(point, "dist", None)
     name = distribution.metadata["Name"] if distribution is not None else None
     version = distribution.version if distribution is not None else "unknown"
-    return Plugin(point.name, version, point.value, "entry point", distribution=name)
+    return Plugin(point.name, version, point.module, "entry point", distribution=name,
+                  digest=_module_digest(point.module))
 
 
 def _from_name(item: str) -> Plugin:
-    path = Path(item)
-    if item.endswith(".py") or os.sep in item or path.is_file():
+    if _is_file(item):
+        path = Path(item)
         if not path.is_file():
             raise PluginError(f"plugin '{item}': no file there. Give the path of a .py file, or the name of an "
                               "installed module (--plugin my_package.layers).")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        return Plugin(path.stem, f"sha256:{digest}", str(path.resolve()), "file")
+        digest = f"sha256:{_digest([path])}"
+        return Plugin(path.stem, digest, str(path.resolve()), "file", digest=digest)
     try:
-        spec = importlib.util.find_spec(item)
-    except (ImportError, ValueError):
+        spec = importlib.util.find_spec(item)  # imports the parent packages, inside the guarded block
+    except ModuleNotFoundError:
         spec = None
     if spec is None:
-        raise PluginError(f"plugin '{item}': no module of that name is installed, and no file of that name is "
-                          "here. Give the path of a .py file, or install the module.")
+        raise PluginError(f"plugin '{item}': no module of that name is installed. Give the path of a .py file "
+                          "(my_layers.py), or install the module.")
     distribution, version = _distribution_of(item)
-    if version is None and spec.origin and Path(spec.origin).is_file():
-        version = f"sha256:{hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()}"
-    return Plugin(item, version or "unknown", item, "module", distribution=distribution)
+    digest = _module_digest(item)
+    return Plugin(item, version or digest, item, "module", distribution=distribution, digest=digest)
+
+
+def _module_digest(module: str) -> str:
+    """sha256 of a module's source, or of every .py file of its package: an edit anywhere in a plugin's
+    code (an editable install, a folder on the path) is drift, whatever its version says."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return "unknown"
+    origin = Path(spec.origin)
+    files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+    return f"sha256:{_digest(files)}"
+
+
+def _digest(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
 
 
 def _distribution_of(module: str) -> tuple[str | None, str | None]:
     names = metadata.packages_distributions().get(module.split(".")[0], [])
     return (names[0], metadata.version(names[0])) if names else (None, None)
-
-
-def _absolute(item: str) -> str:
-    path = Path(item)
-    return str(path.resolve()) if (item.endswith(".py") or os.sep in item or path.is_file()) else item
 
 
 def _check_conf_dir(plugin: Plugin) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 from dlrun.components.activations import ACTIVATIONS
 from dlrun.components.callbacks import CALLBACKS
 from dlrun.components.losses import LOSSES
-from dlrun.components.metrics import METRICS, MetricContext
+from dlrun.components.metrics import METRICS, RESERVED_METRIC_NAMES, MetricContext
 from dlrun.components.optimizers import OPTIMIZERS
 from dlrun.components.schedulers import SCHEDULERS, ScheduleContext
 from dlrun.data.augment import AUGMENTS
@@ -67,8 +67,12 @@ def loss(name: str, description: str, *, fits: Iterable[str]) -> Decorator:
 
 
 def metric(name: str, description: str, *, fits: Iterable[str], higher_is_better: bool) -> Decorator:
-    """A metric for `metrics: [NAME]`: `builder(ctx: MetricContext, **options)` returns a torchmetrics-style
-    object; `update(predictions, targets)` gets class indices (classification) or values (regression)."""
+    """A metric for `metrics: [NAME]`: `builder(ctx: MetricContext, **options)` returns a `torchmetrics.Metric`;
+    its `update(predictions, targets)` gets class indices (classification) or values (regression). The
+    names every run logs already (loss, acc, mae) are dlrun's."""
+    if name in RESERVED_METRIC_NAMES:
+        raise PluginError(f"the metric '{name}' is one every run logs already (val/{name}); register the plugin's "
+                          "under another name.")
     return _register(METRICS, name, description, fits=fits, higher_is_better=higher_is_better)
 
 

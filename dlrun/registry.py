@@ -146,6 +146,7 @@ class Registry:
         def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
             if origin is not None:
                 self._refuse_clash(name, origin)
+                _refuse_unresolvable_hints(builder, f"the plugin '{origin.name}': {self.kind} '{name}'")
             if self.group is not None:
                 self._refuse_defaults(name, builder)
             self._entries[name] = Entry(name, description, builder, checked, origin)
@@ -173,9 +174,12 @@ class Registry:
             raise PluginError(f"the plugin '{origin.name}' registers the {self.kind} '{name}', which is one of "
                               f"dlrun's own: a plugin adds components and never replaces a built-in. Register it "
                               f"under another name (e.g. '{origin.name}_{name}').")
-        by = "itself, twice" if existing.plugin.name == origin.name else f"the plugin '{existing.plugin.name}'"
-        raise PluginError(f"the plugin '{origin.name}' registers the {self.kind} '{name}', which {by} registered "
-                          "already. Give each component its own name, or load only one of the two plugins.")
+        if existing.plugin.name == origin.name:
+            raise PluginError(f"the plugin '{origin.name}' registers the {self.kind} '{name}' twice. Give each "
+                              "component its own name.")
+        raise PluginError(f"the plugin '{origin.name}' registers the {self.kind} '{name}', which the plugin "
+                          f"'{existing.plugin.name}' registered already. Give each component its own name, or "
+                          "load only one of the two plugins.")
 
     def get(self, name: Any, where: str = "") -> Entry:
         """The entry for name, or a ConfigError with did-you-mean."""
@@ -241,6 +245,16 @@ class Registry:
                 f"(conf/{self.group}/{name}.yaml), not in the builder's signature. Remove the default of "
                 f"{', '.join(defaults)} and list every key in the YAML file."
             )
+
+
+def _refuse_unresolvable_hints(builder: Callable[..., Any], what: str) -> None:
+    """A plugin builder's annotations are read when a config is bound; one that names a type its module
+    does not import would fail there, deep in a run's checks, so it is refused when it registers."""
+    try:
+        typing.get_type_hints(builder, include_extras=True)
+    except Exception as error:
+        raise PluginError(f"{what}: its annotations cannot be read ({type(error).__name__}: {error}). Import "
+                          "every type the builder's signature names at the top of the plugin's module.") from None
 
 
 def _config_params(builder: Callable[..., Any], skip_params: int) -> dict[str, inspect.Parameter]:

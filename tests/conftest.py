@@ -16,6 +16,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
     """An empty current folder, with no tracking server configured."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DLRUN_PLUGINS", raising=False)  # a plugin a test loaded stays its own
     return tmp_path
 
 
@@ -27,7 +28,7 @@ def dlrun_command() -> list[str]:
 
 def run_dlrun(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run dlrun as a user would, in its own process."""
-    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DLRUN_PLUGINS")}
     full_env.update(env or {})
     return subprocess.run([*dlrun_command(), *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)

@@ -2,8 +2,8 @@
 
 Every run logs its loss and its task's quality metric (val/acc or val/mae, see
 dlrun.train.metrics); the metrics named here come on top, as val/NAME and test/NAME.
-A builder takes a MetricContext and returns a torchmetrics-style object (update,
-compute, reset): `update(predictions, targets)` receives class indices for
+A builder takes a MetricContext and returns a metric object (update,
+compute, reset: a torchmetrics.Metric): `update(predictions, targets)` receives class indices for
 classification and values in the targets' own units for regression.
 
 Nothing here imports torch: config validation imports METRICS.
@@ -17,6 +17,8 @@ from typing import Iterable
 from dlrun.registry import Registry
 
 METRIC_TASKS = ("classification", "regression")
+# What every run logs (dlrun.train.metrics): a registered metric may not take these names.
+RESERVED_METRIC_NAMES = ("loss", "acc", "mae")
 
 
 @dataclass(frozen=True)

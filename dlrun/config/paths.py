@@ -40,11 +40,19 @@ def config_roots(config_dir: str | Path | None = None) -> list[Path]:
 
 # The config trees of the plugins loaded so far, in load order: dlrun.plugin_loading adds them (compose,
 # validate and `dlrun configs` load the plugins before they read the search path).
-PLUGIN_CONF_DIRS: list[Path] = []
+_plugin_conf_dirs: list[Path] = []
 
 
 def plugin_conf_dirs() -> list[Path]:
-    return list(PLUGIN_CONF_DIRS)
+    return list(_plugin_conf_dirs)
+
+
+def add_plugin_conf_dir(path: Path) -> None:
+    _plugin_conf_dirs.append(path)
+
+
+def forget_plugin_conf_dirs() -> None:
+    _plugin_conf_dirs.clear()
 
 
 def group_options(roots: list[Path]) -> dict[str, dict[str, Path]]:

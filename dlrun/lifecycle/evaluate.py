@@ -16,6 +16,7 @@ from dlrun.lifecycle.stored import check_feature_count, load_run
 def evaluate(run_id: str, overrides: list[str] | None = None, uri: str | None = None) -> dict[str, float]:
     """Test metrics of the run's best checkpoint ({'test/acc': ...}), or of its model on other data."""
     stored = load_run(run_id, uri)
+    stored.plugin_drift()  # a data source or layer of a plugin that is not loaded: named, with how to load it
     if overrides:
         return _score_other_data(stored, overrides)
     return _score_test_split(stored)

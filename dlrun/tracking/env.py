@@ -22,12 +22,12 @@ def environment_tags(argv: list[str] | None = None, cwd: Path | None = None) -> 
     import pytorch_lightning
     import torch
 
-    import dlrun
+    from dlrun.version import __version__
 
     cwd = cwd or Path.cwd()
     argv = sys.argv if argv is None else argv
     tags = {
-        "dlrun.version": dlrun.__version__,
+        "dlrun.version": __version__,
         "dlrun.command": "dlrun " + shlex.join(argv[1:]),
         "dlrun.cwd": str(cwd),
         "dlrun.torch_version": torch.__version__,

@@ -37,6 +37,8 @@ def direction(metric: str) -> str:
     from dlrun.components.metrics import METRICS
 
     name = metric.rsplit("/", 1)[-1]
+    if name in _HIGHER_IS_BETTER or name in _QUALITY.values() or name == "loss":  # dlrun's own names win
+        return "maximize" if name in _HIGHER_IS_BETTER else "minimize"
     if name in METRICS.names():
         return "maximize" if METRICS.get(name).details["higher_is_better"] else "minimize"
     return "maximize" if name in _HIGHER_IS_BETTER else "minimize"

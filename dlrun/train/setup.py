@@ -7,6 +7,7 @@ run exists.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dlrun.config.validate import RunConfig
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from dlrun.data.prepare import DataBundle
@@ -113,8 +114,20 @@ def _extra_metrics(run: RunConfig, data) -> dict:
             raise ConfigError(f"the metric '{name}' in metrics fits {', '.join(sorted(entry.details['fits']))} "
                               f"data, and this data set is {data.task}. Drop it, or pick one of: "
                               f"{', '.join(n for n in METRICS.names() if data.task in METRICS.get(n).details['fits'])}.")
-        factories[name] = lambda builder=entry.builder, options=options: builder(context, **options)
+        factories[name] = functools.partial(_checked_metric, name, entry, context, options)
     return factories
+
+
+def _checked_metric(name: str, entry, context, options: dict):
+    """One metric object from its builder; the module logs it through Lightning, which takes torchmetrics only."""
+    import torchmetrics
+
+    metric = entry.builder(context, **options)
+    if not isinstance(metric, torchmetrics.Metric):
+        origin = f"the plugin '{entry.plugin.name}'" if entry.plugin else "dlrun"
+        raise PluginError(f"the metric '{name}' (from {origin}) made a {type(metric).__name__}, not a "
+                          "torchmetrics.Metric. Its builder must return one.")
+    return metric
 
 
 def _augmentation(run: RunConfig, sample_shape: tuple[int, ...]):

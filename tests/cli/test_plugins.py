@@ -94,8 +94,20 @@ def test_reproduce_without_the_plugin_names_it_and_records_nothing(example_run):
     before = len(mlflow_runs(folder / "mlflow.db")[1])
     done = run_dlrun("reproduce", run_id, cwd=folder)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert (f"run {run_id} was trained with the plugin 'example' (0.1.0, from dlrun_example_plugin), which is not "
-            "loaded here: install it (pip install dlrun-example-plugin)") in done.stderr
+    assert (f"run {run_id} was trained with the plugin 'example' (the run records version '0.1.0', from "
+            "'dlrun_example_plugin'), which is not loaded here: install it (the run names the distribution "
+            "'dlrun-example-plugin': pip install dlrun-example-plugin), or name its module: --plugin "
+            "'dlrun_example_plugin'.") in done.stderr
+    assert len(mlflow_runs(folder / "mlflow.db")[1]) == before
+
+
+def test_resume_and_eval_without_the_plugin_name_it_and_record_nothing(file_run):
+    folder, run_id, _ = file_run
+    before = len(mlflow_runs(folder / "mlflow.db")[1])
+    for command in (["resume", run_id, "trainer.max_epochs=2"], ["eval", run_id]):
+        done = run_dlrun(*command, cwd=folder)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, command
+        assert f"run {run_id} was trained with the plugin 'my_layers'" in done.stderr and "--plugin '" in done.stderr
     assert len(mlflow_runs(folder / "mlflow.db")[1]) == before
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import textwrap
 
 import pytest
@@ -31,11 +32,26 @@ LAYER_PLUGIN = """
 
 @pytest.fixture(autouse=True)
 def no_plugins_left(monkeypatch, workdir):
-    """Each test starts and ends with no plugin loaded, $DLRUN_PLUGINS unset and an empty folder."""
+    """Each test starts and ends with no plugin loaded, none installed (whatever this environment has),
+    $DLRUN_PLUGINS unset and an empty folder."""
+    from importlib import metadata
+
     monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [])
     unload_plugins()
     yield
     unload_plugins()
+    for name in [m for m in sys.modules if m.split(".")[0] in ("pkg_plugin", "brokenpkg")]:
+        del sys.modules[name]
+
+
+def write_package(root, name: str, files: dict[str, str]):
+    """A package on sys.path (for the test only) holding `files`."""
+    for relative, source in files.items():
+        path = root / name / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+    sys.path.insert(0, str(root))
 
 
 def write(folder, name: str, source: str):
@@ -65,7 +81,7 @@ def test_the_environment_variable_loads_a_plugin(workdir, monkeypatch):
 @pytest.mark.parametrize("source, message", [
     ("import not_a_module_anywhere\n", "the plugin 'broken' .* failed to import: ModuleNotFoundError"),
     (LAYER_PLUGIN.format(name="linear"), "registers the layer type 'linear', which is one of dlrun's own"),
-    (LAYER_PLUGIN.format(name="twice") + LAYER_PLUGIN.format(name="twice"), "which itself, twice registered"),
+    (LAYER_PLUGIN.format(name="twice") + LAYER_PLUGIN.format(name="twice"), "registers the layer type .twice. twice"),
     ("from dlrun import plugins\n\n@plugins.loss('no_fit', 'A loss without fits')\ndef f(n):\n    pass\n",
      "failed to import: TypeError: .*fits"),
     ("from dlrun import plugins\n\n@plugins.optimizer('opt', 'Defaults in the signature')\n"
@@ -144,10 +160,9 @@ def test_a_run_records_its_plugins_and_a_stored_run_is_checked_against_those_loa
     use_plugins([str(plugin)])
     ((what, then, now),) = check_recorded(tag, "r1")
     assert what == "plugin recorded" and then == record["version"] and now != then
-    unload_plugins()
-    os.environ.pop(ENV)
+    unload_plugins()  # and $DLRUN_PLUGINS as it was
     with pytest.raises(PluginError, match=f"run r1 was trained with the plugin 'recorded' .* not loaded here: name "
-                                          f"it: --plugin {plugin.resolve()}"):
+                                          f"it: --plugin '{plugin.resolve()}'"):
         check_recorded(tag, "r1")
 
 
@@ -158,3 +173,86 @@ def test_a_metric_that_does_not_fit_the_task_is_refused_before_the_run(workdir):
         prepare(validate(compose(["data=iris", "metrics=[rmse]"])))
     with pytest.raises(ConfigError, match="unknown metric 'ff1'.*Did you mean 'f1'"):
         validate(compose(["data=iris", "metrics=[ff1]"]))
+
+
+def test_a_plugin_that_failed_is_retried_once_fixed_and_leaves_nothing_behind(workdir):
+    plugin = write(workdir, "flaky.py", textwrap.dedent(LAYER_PLUGIN.format(name="flaky_times")) + "raise RuntimeError('not yet')\n")
+    with pytest.raises(PluginError, match="not yet"):
+        use_plugins([str(plugin)])
+    assert "flaky_times" not in LAYERS.names() and ENV not in os.environ  # nothing registered, nothing passed on
+    plugin.write_text(textwrap.dedent(LAYER_PLUGIN.format(name="flaky_times")))
+    assert [p.name for p in use_plugins([str(plugin)])] == ["flaky"]
+    assert "flaky_times" in LAYERS.names()
+
+
+def test_one_plugin_named_two_ways_is_loaded_once(workdir, monkeypatch):
+    from importlib.metadata import EntryPoint
+    from importlib import metadata
+
+    plugin = write(workdir, "twice_named.py", LAYER_PLUGIN.format(name="twice_named"))
+    monkeypatch.setenv(ENV, "twice_named.py")  # relative here, absolute on the command line
+    assert [p.name for p in use_plugins([str(plugin)])] == ["twice_named"]
+    unload_plugins()
+    monkeypatch.delenv(ENV)
+    write_package(workdir / "site", "pkg_plugin", {"__init__.py": LAYER_PLUGIN.format(name="pkg_times")})
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [EntryPoint("pkg", "pkg_plugin", group)])
+    assert [(p.name, p.kind) for p in use_plugins(["pkg_plugin"])] == [("pkg", "entry point")]
+
+
+def test_a_package_plugin_whose_files_change_is_drift_even_at_the_same_version(workdir):
+    write_package(workdir / "site", "pkg_plugin", {"__init__.py": "from pkg_plugin import layers\n",
+                                                     "layers.py": LAYER_PLUGIN.format(name="pkg_layer")})
+    use_plugins(["pkg_plugin"])
+    tag = recorded_plugins()
+    unload_plugins()
+    (workdir / "site" / "pkg_plugin" / "layers.py").write_text(textwrap.dedent(LAYER_PLUGIN.format(name="pkg_layer"))
+                                                               + "# changed\n")
+    use_plugins(["pkg_plugin"])
+    ((what, _, _),) = check_recorded(tag, "r1")
+    assert what.startswith("plugin pkg_plugin")
+
+
+def test_a_module_plugin_whose_package_fails_is_named_without_a_traceback(workdir):
+    write_package(workdir / "site", "brokenpkg", {"__init__.py": "raise RuntimeError('package broken')\n",
+                                                    "sub.py": ""})
+    with pytest.raises(PluginError, match="the plugin 'brokenpkg.sub' .* failed to import: RuntimeError: package broken"):
+        use_plugins(["brokenpkg.sub"])
+
+
+def test_a_stored_run_never_makes_dlrun_import_what_its_tag_names(workdir):
+    marker = workdir / "imported"
+    evil = write(workdir, "evil.py", f"open({str(marker)!r}, 'w').close()\n")
+    tag = json.dumps([{"name": "evil", "version": "1", "source": str(evil), "kind": "file"},
+                      {"name": "os_system", "version": "1", "source": "os", "kind": "module",
+                       "distribution": "x; rm -rf /"}])
+    with pytest.raises(PluginError, match="plugin 'evil'") as raised:
+        check_recorded(tag, "r1")
+    assert not marker.exists()
+    with pytest.raises(PluginError) as raised:
+        check_recorded(json.dumps(json.loads(tag)[1:]), "r1")
+    assert "pip install x" not in str(raised.value)  # not a distribution name: not offered as a command
+
+
+@pytest.mark.parametrize("source, message", [
+    ("from dlrun import plugins\n\n@plugins.metric('loss', 'Shadow', fits={'classification'}, higher_is_better=True)"
+     "\ndef m(ctx):\n    pass\n", "the metric 'loss' is one every run logs already"),
+    ("from __future__ import annotations\nfrom dlrun import plugins\n\n@plugins.layer('hinted', 'Bad hint')\n"
+     "def hinted(ctx, in_shape, size: NotImported = 1):\n    pass\n", "annotations cannot be read .*NotImported"),
+])
+def test_a_registration_that_would_fail_later_is_refused_when_the_plugin_loads(workdir, source, message):
+    with pytest.raises(PluginError, match=message):
+        use_plugins([str(write(workdir, "late.py", source))])
+
+
+def test_a_plugin_metric_that_is_not_a_torchmetrics_metric_is_named(workdir):
+    from dlrun.train.setup import prepare
+
+    use_plugins([str(write(workdir, "bad_metric.py", """
+        from dlrun import plugins
+
+        @plugins.metric("counter", "Not a torchmetrics.Metric", fits={"classification"}, higher_is_better=True)
+        def counter(ctx):
+            return object()
+    """))])
+    with pytest.raises(PluginError, match="the metric 'counter' \\(from the plugin 'bad_metric'\\) made a object"):
+        prepare(validate(compose(["data=iris", "metrics=[counter]"])))
