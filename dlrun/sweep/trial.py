@@ -117,6 +117,12 @@ class EpochReporter:
         reporter = self
 
         class _Report(pl.Callback):
+            def setup(self, trainer, module, stage):
+                # A trial needs no checkpoint after its first epoch: one whose process dies is run again
+                # from the start. Its checkpoints are written on the interval and at its end.
+                if hasattr(trainer.checkpoint_callback, "write_first_epoch"):
+                    trainer.checkpoint_callback.write_first_epoch = False
+
             # on_train_epoch_end runs after the epoch's validation, so val/* are fresh.
             def on_train_epoch_end(self, trainer, module):
                 if trainer.sanity_checking or reporter.metric not in trainer.callback_metrics:

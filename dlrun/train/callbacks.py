@@ -77,6 +77,9 @@ class IntervalCheckpoint(ModelCheckpoint):
         self.on_write = on_write
         self.every_s = PERSIST_EVERY_S if every_s is None else every_s
         self.last_written_step: int | None = None  # the global step of the last.ckpt on disk
+        # Whether the first epoch is written at once, so that a run in progress soon has a checkpoint to
+        # resume from; a sweep's trial needs none (a trial whose process dies is run again from the start).
+        self.write_first_epoch = True
         self._best: tuple[str, dict] | None = None  # (path, checkpoint) of a best not yet written
         self._written_at: float | None = None  # monotonic time of the last write; None: nothing written yet
         self._started_at = time.monotonic()  # where the interval counts from before the first write
@@ -105,7 +108,7 @@ class IntervalCheckpoint(ModelCheckpoint):
             return
         ending = trainer.should_stop or (trainer.max_epochs not in (None, -1)
                                          and trainer.current_epoch + 1 >= trainer.max_epochs)
-        due = ending or self._written_at is None or self._due()  # the first epoch is written at once
+        due = ending or (self._written_at is None and self.write_first_epoch) or self._due()
         if trainer.world_size > 1:  # every rank writes (and waits) at the same epoch, or none does
             due = trainer.strategy.broadcast(due)
         if due:
