@@ -37,7 +37,7 @@ def complete_overrides(ctx, incomplete: str) -> list[tuple[str, str]]:
             pending = words.pop()
         elif words and "=" not in words[-1] and not incomplete and not words[-1].startswith("~"):
             pending = words.pop() + "="  # bash: `model=` came as `model` (Click drops the lone '=')
-        tree = ConfigTree(ctx.params.get("config_dir"), words)
+        tree = ConfigTree(ctx.params.get("config_dir"), _sweep_overrides(ctx.params.get("name_or_path")) + words)
         found = tree.candidates(pending + incomplete)
         return [(value[len(pending):], _short(help_text)) for value, help_text in found]
     except Exception:  # a file half-written, unreadable, not YAML: no candidates rather than an error
@@ -184,6 +184,19 @@ def _rejoined(words: list[str]) -> tuple[list[str], bool]:
         else:
             joined.append(word)
     return joined, glue
+
+
+def _sweep_overrides(name_or_path: str | None) -> list[str]:
+    """The base run's overrides in a sweep file (`dlrun sweep digits_lstm model.` completes the LSTM's keys)."""
+    if not name_or_path:
+        return []
+    from dlrun.config.paths import read_option
+    from dlrun.sweep.spec import available_sweeps
+
+    given = Path(name_or_path)
+    file = given if given.suffix in (".yaml", ".yml") else available_sweeps().get(name_or_path)
+    overrides = read_option(file).get("overrides") if file and file.is_file() else None
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
 def _roots(config_dir: str | None) -> list[Path]:

@@ -111,7 +111,11 @@ def export_run(run_id: str, fmt: str, output: str, uri: str | None = None) -> Ex
             raise ExportFailed(f"the model of run {run_id} cannot be exported as {fmt}: {_reason(error)}. "
                                f"Try the other format ({', '.join(f for f in FORMATS if f != fmt)}), or serve "
                                "it through MLflow (dlrun predict, mlflow models serve).") from None
-        output_size = _check_outputs(module, load(made), sample_shape, f"the {fmt} export of run {run_id}")
+        try:
+            exported = load(made)
+        except Exception as error:  # a file the runtime refuses: the exporter wrote something it cannot read
+            raise ExportFailed(f"the {fmt} file made from run {run_id} does not load back: {_reason(error)}.") from None
+        output_size = _check_outputs(module, exported, sample_shape, f"the {fmt} export of run {run_id}")
         for file in sorted(scratch.iterdir()):  # the model, and its weights file if the exporter wrote one
             os.replace(file, target.parent / file.name)
     finally:

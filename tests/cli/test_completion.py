@@ -61,6 +61,7 @@ def test_groups_their_options_and_keys_complete(workdir):
     assert bash("dlrun train trainer.early_stopping.pa") == ["trainer.early_stopping.patience=null"]
     assert bash("dlrun train tracking.log_model=") == ["tracking.log_model=true", "tracking.log_model=false"]
     assert bash("dlrun sweep digits_cnn optim.l") == ["optim.lr=0.001"]
+    assert "model.hidden=" in bash("dlrun sweep digits_lstm model.")  # the sweep file's model=lstm
     assert bash("dlrun configs mo") == ["model"]
 
 
