@@ -39,7 +39,7 @@ def check_base(overrides: list[str], config_dir: str | Path | None, metric: str,
         task = prepare(run).data.task
     except DlrunError as error:
         raise ConfigError(f"{where}: the base run ({' '.join(overrides) or 'the defaults'}) does not work: {error}") from None
-    known = epoch_metrics(task)
+    known = epoch_metrics(task, tuple(name for name, _ in run.metrics))
     if metric.startswith("test/"):
         raise ConfigError(f"{where}: metric {metric} would tune on the test split, which must stay unseen. "
                           f"Tune on one of: {', '.join(known)}.")
@@ -84,7 +84,7 @@ def check_metric_fits(runs: list[RunConfig], metric: str, where: str) -> None:
             task = load_data(run.data, run.seed).task
         except DlrunError as error:
             raise ConfigError(f"{where}: data.name={run.data.get('name')} does not load: {error}") from None
-        if metric not in epoch_metrics(task):
+        if metric not in epoch_metrics(task, tuple(name for name, _ in run.metrics)):
             raise ConfigError(f"{where}: data.name={run.data.get('name')} is a {task} task, which does not report "
                               f"{metric}. Choose a metric every trial reports, e.g. val/loss.")
 

@@ -21,9 +21,10 @@ def quality_metric(task: str) -> str:
     return f"val/{quality_name(task)}"
 
 
-def epoch_metrics(task: str) -> list[str]:
-    """The metrics every epoch reports, which early stopping, a sweep or a pruner can judge by."""
-    return ["val/loss", quality_metric(task), "train/loss"]
+def epoch_metrics(task: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """The metrics every epoch reports, which early stopping, a sweep or a pruner can judge by; `extra`:
+    the names a run's `metrics: [...]` adds (val/NAME)."""
+    return ["val/loss", quality_metric(task), "train/loss", *(f"val/{name}" for name in extra)]
 
 
 def every_epoch_metric() -> tuple[str, ...]:

@@ -256,3 +256,22 @@ def test_a_plugin_metric_that_is_not_a_torchmetrics_metric_is_named(workdir):
     """))])
     with pytest.raises(PluginError, match="the metric 'counter' \\(from the plugin 'bad_metric'\\) made a object"):
         prepare(validate(compose(["data=iris", "metrics=[counter]"])))
+
+
+def test_a_plugin_metric_can_order_a_sweep_and_says_which_way_is_better(workdir):
+    from dlrun.sweep.check import check_base
+
+    use_plugins([str(write(workdir, "errors_metric.py", """
+        from dlrun import plugins
+
+        @plugins.metric("errors", "Misclassified share", fits={"classification"}, higher_is_better=False)
+        def errors(ctx):
+            import torchmetrics
+
+            return torchmetrics.Accuracy(task="multiclass", num_classes=ctx.num_classes)
+    """))])
+    checked = check_base(["data=iris", "metrics=[errors, f1]"], None, "val/errors", None, "test")
+    assert checked.direction == "minimize"
+    assert check_base(["data=iris", "metrics=[f1]"], None, "val/f1", None, "test").direction == "maximize"
+    with pytest.raises(ConfigError, match="metric 'val/errors' is not reported each epoch"):
+        check_base(["data=iris"], None, "val/errors", None, "test")  # not among this run's metrics
