@@ -244,6 +244,7 @@ def export(
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (needs pip install 'dlrun[onnx]') or torchscript.",
                             autocompletion=complete_export_formats),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Write a run's served model (raw features in, probabilities out) as ONNX or TorchScript."""
     from dlrun.lifecycle.export import export_run
