@@ -119,7 +119,8 @@ def open_study(spec: SweepSpec, options: Options) -> StudySession:
     stored = study.user_attrs.get("dlrun_fingerprint")
     if stored is not None and stored != fingerprint:
         raise ConfigError(f"the study '{name}' in {hide_passwords(storage_url)} was made from a different sweep "
-                          "(its file or overrides changed since). Resume it unchanged, or start a new study with --study-name NAME.")
+                          "(its file or overrides changed since). Resume it unchanged, or start a new study with "
+                          "--study-name NAME.")
     session = StudySession(spec, options, study, name, storage_url, params, base, checked.metric, checked.direction,
                            store_uri, n_trials, "", checked.run.tracking["experiment"], checked.run.config["output_dir"])
     return dataclasses.replace(session, parent_run_id=_parent_run(session, fingerprint))
