@@ -68,6 +68,7 @@ class IntervalCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, dirpath: Path, on_write: Callable[[], None], every_s: float | None = None):
+        self._state_key: str | None = None
         super().__init__(filename="best", monitor="val/loss", mode="min", save_top_k=1, save_last=True,
                          enable_version_counter=False)
         # Given to the constructor, the folder would be made absolute; a checkpoint stores it, and a resume
@@ -84,12 +85,21 @@ class IntervalCheckpoint(ModelCheckpoint):
         self._written_at: float | None = None  # monotonic time of the last write; None: nothing written yet
         self._started_at = time.monotonic()  # where the interval counts from before the first write
 
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key: a checkpoint written before this class existed resumes with its best-model
+        # tracking, and one written now resumes under a plain ModelCheckpoint too. Built once: Lightning
+        # reads it at every hook of every batch.
+        if self._state_key is None:
+            self._state_key = super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+        return self._state_key
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         # ModelCheckpoint calls this for a new best and for last: the best is copied, last waits for the
         # write, which takes the trainer's state at that moment.
         if Path(filepath).name != f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}":
             state = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
-            self._best = (filepath, copy.deepcopy(state))  # the live weights and optimizer state move on
+            self._best = (filepath, _cloned(state))  # the live weights and optimizer state move on
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
 
@@ -142,6 +152,21 @@ class IntervalCheckpoint(ModelCheckpoint):
             trainer.strategy.save_checkpoint(state, path)
             trainer.strategy.barrier("IntervalCheckpoint.write_best")
             self._best = None
+
+
+def _cloned(state):
+    """A copy of a checkpoint's dict whose tensors are copies: the live ones keep training. Other values
+    are numbers, strings and tuples of them, which nothing changes in place (copy.deepcopy takes ten times
+    as long on a small model's checkpoint)."""
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return type(state)((key, _cloned(value)) for key, value in state.items())
+    if isinstance(state, (list, tuple)) and not hasattr(state, "_fields"):
+        return type(state)(_cloned(value) for value in state)
+    return copy.copy(state)
 
 
 class AgreeToStop(pl.Callback):

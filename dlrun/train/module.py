@@ -58,7 +58,8 @@ class DlrunModule(pl.LightningModule):
         import torchmetrics
 
         if self.task == "classification":
-            return torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
+            # The inputs are class indices dlrun computed itself: the per-batch argument checks only cost time.
+            return torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, validate_args=False)
         return torchmetrics.MeanAbsoluteError()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

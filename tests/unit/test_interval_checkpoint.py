@@ -65,7 +65,7 @@ def test_a_short_run_writes_its_checkpoints_after_the_first_epoch_and_at_the_end
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert last["global_step"] == trainer.global_step == 6 * 4
     best = torch.load(tmp_path / "best.ckpt", weights_only=True)
-    recorded_best = last["callbacks"][next(k for k in last["callbacks"] if k.startswith("IntervalCheckpoint"))]
+    recorded_best = last["callbacks"][next(k for k in last["callbacks"] if k.startswith("ModelCheckpoint{"))]
     assert recorded_best["best_model_path"].endswith("best.ckpt")
     assert best["global_step"] <= trainer.global_step
     # Every epoch queued unsent; flushed with each write (after epochs 1 and 6) and once more at the end.
