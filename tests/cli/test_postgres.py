@@ -152,21 +152,19 @@ def test_train_runs_reproduce_and_predict_against_a_server_on_postgresql(postgre
 
 def wait_until_training(url: str, name: str, trials: int, process: subprocess.Popen) -> None:
     """Until `trials` trials of the study have their MLflow run (they are training)."""
+    study = load_study(url, name)  # one connection, asked often: a trial may train for a second only
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        try:
-            found = load_study(url, name).trials
-        except KeyError:  # the study is not created yet
-            found = []
+        found = study.get_trials(deepcopy=False)
         if sum(t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs for t in found) >= trials:
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
     pytest.fail(f"{trials} trials never trained at once: {process.communicate()}")
 
 
 def test_postgresql_stopped_mid_sweep_fails_the_trials_cleanly_and_the_sweep_resumes(postgres, workdir):
     url = postgres.create_database("lost_study")
-    (workdir / "lost.yaml").write_text(SWEEP.format(epochs=30, n_trials=2))
+    (workdir / "lost.yaml").write_text(SWEEP.format(epochs=300, n_trials=2))  # still training when stopped
     process = start_two_workers(workdir, "lost.yaml", url)
     try:
         wait_until_training(url, "lost", 2, process)
@@ -189,18 +187,20 @@ def test_postgresql_stopped_mid_sweep_fails_the_trials_cleanly_and_the_sweep_res
     _, runs = mlflow_runs(workdir / "mlflow.db")
     assert sorted(r.info.status for r in runs) == ["FAILED"] * 3  # the parent and both trials: none RUNNING
     cut = {r.info.run_id for r in runs if "mlflow.parentRunId" in r.data.tags}
+    (parent_id,) = {r.info.run_id for r in runs} - cut
 
-    again = run_dlrun("sweep", "lost.yaml", "--storage", url, cwd=workdir)  # the same study, in one process
+    # The same study resumed, in one process, with a budget of one trial: the two cut short do not count.
+    again = run_dlrun("sweep", "lost.yaml", "--storage", url, "--n-trials", "1", cwd=workdir)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 trials done" in again.stdout
     study = load_study(url, "lost")
     lost = [t for t in study.trials if t.user_attrs["mlflow_run_id"] in cut]
     assert [t.user_attrs["dlrun_state"] for t in lost] == ["crashed", "crashed"]  # closed, their budget re-spent
-    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 2 and len(study.trials) == 4
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "COMPLETE"]
     client, runs = mlflow_runs(workdir / "mlflow.db")
     assert {client.get_run(run_id).info.status for run_id in cut} == {"KILLED"}
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    assert client.get_run(run_id_of(again.stdout)).info.status == "FINISHED"
+    assert run_id_of(again.stdout) == parent_id and client.get_run(parent_id).info.status == "FINISHED"
     assert_no_password_recorded(runs)
 
 
@@ -232,6 +232,14 @@ def test_a_postgresql_tracking_store_that_does_not_answer_is_exit_2_naming_the_h
         result.output)
     assert f"database server at 127.0.0.1:{silent_port}: no answer within 5 s" in result.output
     assert_no_password(result.output)
+
+
+def test_a_tracking_server_that_does_not_answer_is_exit_2_naming_it(workdir, silent_port, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{silent_port}")
+    result = runner.invoke(app, ["runs"])
+    assert result.exit_code == 2, result.output
+    assert f"cannot reach the MLflow tracking server at http://127.0.0.1:{silent_port} (no answer within 5 s)" in (
+        result.output)
 
 
 def test_a_wrong_password_names_the_user_and_never_the_password(postgres, workdir, monkeypatch):
