@@ -77,8 +77,11 @@ class EpochTimer(pl.Callback):
 
 
 def handwritten(run, device: str) -> tuple[list[dict], float]:
-    """Train and validate each epoch by hand; (epochs, final val/acc)."""
+    """Train and validate each epoch by hand, under bf16 autocast where trainer.precision is bf16-mixed as
+    Lightning would; (epochs, final val/acc)."""
     prepared = prepare(run)
+    bf16 = str(run.trainer.get("precision", "32-true")).startswith("bf16")
+    autocast = torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=bf16)
     data, module = prepared.data, prepared.module
     net, loss_fn = module.net.to(device), module.loss_fn
     optimizer = module.make_optimizer(net.parameters())
@@ -93,19 +96,21 @@ def handwritten(run, device: str) -> tuple[list[dict], float]:
         order = torch.randperm(rows, generator=generator).to(device)
         for start in range(0, rows, batch):
             index = order[start:start + batch]
-            loss = loss_fn(net(x_train[index]), y_train[index])
+            with autocast:
+                loss = loss_fn(net(x_train[index]), y_train[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         clock.train_ends.append(clock.now())
         net.eval()
         correct = torch.zeros((), device=device)
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             for start in range(0, len(x_val), batch):
                 outputs = net(x_val[start:start + batch])
                 loss_fn(outputs, y_val[start:start + batch])  # the validation loss, as the others compute it
                 correct += (outputs.argmax(dim=-1) == y_val[start:start + batch]).sum()
     clock.end = clock.now()
+    TRAIN_ROWS[id(run)] = rows
     return clock.epochs(), float(correct) / len(x_val)
 
 
@@ -154,6 +159,12 @@ def dlrun(run, device: str) -> tuple[list[dict], float]:
 
 
 LOOPS = {"handwritten": handwritten, "lightning": lightning, "dlrun": dlrun}
+TRAIN_ROWS: dict[int, int] = {}  # id(run) -> training rows, as the hand-written loop saw them
+
+
+def peak_memory_mb(device: str) -> float | None:
+    """The most GPU memory allocated since the last reset, in MiB; None off CUDA."""
+    return torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,8 +185,13 @@ def main(argv: list[str] | None = None) -> None:
         order = args.loops[repeat % len(args.loops):] + args.loops[:repeat % len(args.loops)]  # none always first
         for loop in order:
             for run, entry in zip(runs, out):
+                if args.device.startswith("cuda"):
+                    torch.cuda.reset_peak_memory_stats()
                 epochs, val_acc = LOOPS[loop](run, args.device)
-                entry["loops"][loop].append({"epochs": epochs, "val_acc": val_acc})
+                entry["loops"][loop].append({"epochs": epochs, "val_acc": val_acc,
+                                             "peak_memory_mb": peak_memory_mb(args.device)})
+    for run, entry in zip(runs, out):
+        entry["train_rows"] = TRAIN_ROWS.get(id(run))
     print(json.dumps(out))
 
 

@@ -12,7 +12,9 @@ Everything goes through dlrun's public commands and functions, in processes of t
 - startup: wall time of `dlrun --help`, `dlrun configs`, `dlrun train --cfg` and of
   `import pytorch_lightning, mlflow`, the median of the repeats;
 - fixed: a one-epoch `dlrun train` of the digits CNN, its wall time less the epoch (from loops);
-- sweeps: trials per minute of a `dlrun sweep` of short iris trials, with n_jobs 1 and 2;
+- sweeps: trials per minute of a `dlrun sweep` of short iris trials, against bench/optuna_peer.py (the
+  same trials by hand with Optuna, PyTorch and MLflow); and a study of trials of at least 5 s with
+  n_jobs 1 and 2;
 - pruning: one study with the median pruner and without: training time and best value.
 No figure is asserted; bench/report.py judges the targets met or missed.
 """
@@ -41,9 +43,11 @@ MODELS = {"cnn": ["data=digits", "model=cnn"], "mlp": ["data=wine", "model=mlp"]
 SECTIONS = ("loops", "startup", "fixed", "sweeps", "pruning")
 
 FULL = {"epochs": {"cnn": 12, "mlp": 40}, "repeats": 2, "startup_repeats": 5,
-        "sweep": {"trials": 20, "epochs": 3, "jobs": [1, 2]}, "pruning": {"trials": 20, "epochs": 15}}
+        "sweep": {"trials": 20, "epochs": 3, "long": {"trials": 8, "epochs": 25, "jobs": [1, 2]}},
+        "pruning": {"trials": 20, "epochs": 15}}
 QUICK = {"epochs": {"cnn": 2, "mlp": 2}, "repeats": 1, "startup_repeats": 1,
-         "sweep": {"trials": 1, "epochs": 1, "jobs": [1]}, "pruning": {"trials": 1, "epochs": 2}}
+         "sweep": {"trials": 1, "epochs": 1, "long": None},  # the long study: two more of the same, not run
+         "pruning": {"trials": 1, "epochs": 2}}
 
 
 class Bench:
@@ -52,13 +56,15 @@ class Bench:
         self.store = f"tracking.uri=sqlite:///{work / 'mlflow.db'}"  # one store for every dlrun run
         self.results: dict = {}
 
-    def run(self, command: list[str], folder: str, timeout: float = 1800) -> tuple[float, str]:
-        """Wall time and stdout of a command run in work/folder; an error with its stderr if it fails."""
+    def run(self, command: list[str], folder: str, timeout: float = 1800, checkout: bool = True) -> tuple[float, str]:
+        """Wall time and stdout of a command run in work/folder; an error with its stderr if it fails.
+        checkout: the repository on PYTHONPATH (for -m bench.*); False for an installed `dlrun` alone."""
         cwd = self.work / folder
         cwd.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PYTHONPATH")}
         env["OMP_NUM_THREADS"] = str(self.threads)  # torch's default thread count in `dlrun` processes
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))  # for -m bench.*
+        if checkout:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         started = time.perf_counter()
         done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
         wall = time.perf_counter() - started
@@ -74,16 +80,32 @@ class Bench:
         measured = json.loads(self.run(command, "loops")[1].splitlines()[-1])
         self.results["loops"] = {model: summarize(entry) for model, entry in zip(MODELS, measured)}
 
+    def fresh_install(self) -> list[str] | None:
+        """`dlrun` of a fresh, non-editable install of this checkout in a virtual environment that sees this
+        Python's packages (the dependencies are not installed again); None where pip cannot make one."""
+        venv = self.work / "venv"
+        try:
+            python = str(venv / "bin" / "python")
+            self.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], "install")
+            # The venv's own setuptools is older than pyproject.toml needs; this Python's is used instead.
+            self.run([python, "-m", "pip", "uninstall", "--quiet", "--yes", "setuptools"], "install")
+            self.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(REPO)],
+                     "install", timeout=600)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            return None
+        return [str(venv / "bin" / "dlrun")]
+
     def startup(self) -> None:
-        dlrun = dlrun_command()
+        fresh = None if self.size["startup_repeats"] == 1 else self.fresh_install()  # a quick run: as installed
+        dlrun = fresh or dlrun_command()
         commands = {"import pytorch_lightning, mlflow": [sys.executable, "-c", "import pytorch_lightning, mlflow"],
                     "dlrun --help": [*dlrun, "--help"], "dlrun configs": [*dlrun, "configs"],
                     "dlrun train --cfg": [*dlrun, "train", "--cfg"]}
-        out = {"command": " ".join(dlrun)}
+        out = {"command": " ".join(dlrun), "install": "fresh, non-editable" if fresh else "as installed here"}
         for name, command in commands.items():
             if self.size["startup_repeats"] > 1:
-                self.run(command, "startup")  # warms the file cache; not counted
-            walls = [self.run(command, "startup")[0] for _ in range(self.size["startup_repeats"])]
+                self.run(command, "startup", checkout=not fresh)  # warms the file cache; not counted
+            walls = [self.run(command, "startup", checkout=not fresh)[0] for _ in range(self.size["startup_repeats"])]
             out[name] = {"median_s": statistics.median(walls), "runs_s": walls}
         self.results["startup"] = out
 
@@ -108,12 +130,30 @@ class Bench:
         return {"wall_s": wall, "trials_per_minute": 60 * trials / wall, **study_summary(journal, name)}
 
     def sweeps(self) -> None:
-        size = self.size["sweep"]
+        """Short iris trials: dlrun sweep against the hand-written Optuna script, taking turns; then trials of
+        at least 5 s (the digits CNN) with n_jobs 1 and 2."""
+        size, long = self.size["sweep"], self.size["sweep"]["long"]
+        assert long is None or long["jobs"][0] == 1  # the speed-up is against n_jobs 1
         spec = {"overrides": ["data=iris", "model=mlp"], "sampler": "tpe", "pruner": "none",
                 "params": {"optim.lr": "tag(log, interval(1e-3, 1e-1))", "model.width": "choice(16, 32, 64)"}}
-        self.results["sweeps"] = {"trials": size["trials"], "epochs": size["epochs"], "runs": {
-            str(jobs): self.study(f"throughput-{jobs}", size["trials"], size["epochs"], jobs, spec)
-            for jobs in size["jobs"]}}
+        peer_command = [sys.executable, "-m", "bench.optuna_peer", "--store", self.store.split("=", 1)[1],
+                        "--trials", str(size["trials"]), "--epochs", str(size["epochs"])]
+        peer_wall, peer_out = self.run(peer_command, "sweeps/peer")
+        dlrun = self.study("throughput-1", size["trials"], size["epochs"], 1, spec)
+        peer = {"wall_s": peer_wall, "trials_per_minute": 60 * size["trials"] / peer_wall,
+                **json.loads(peer_out.splitlines()[-1])}
+        self.results["sweeps"] = {"trials": size["trials"], "epochs": size["epochs"], "runs": {"1": dlrun},
+                                  "peer": peer, "dlrun/peer": dlrun["trials_per_minute"] / peer["trials_per_minute"],
+                                  "long": long and self.long_trials(long)}
+
+    def long_trials(self, long: dict) -> dict:
+        """The same study of trials of at least 5 s (the digits CNN) with each n_jobs: the throughput gained."""
+        spec = {"overrides": ["data=digits", "model=cnn"], "sampler": "random", "pruner": "none",
+                "params": {"optim.lr": "tag(log, interval(1e-3, 1e-2))"}}
+        runs = {str(n): self.study(f"long-{n}", long["trials"], long["epochs"], n, spec) for n in long["jobs"]}
+        first, last = runs[str(long["jobs"][0])], runs[str(long["jobs"][-1])]
+        return {**long, "runs": runs, "speedup": last["trials_per_minute"] / first["trials_per_minute"],
+                "fit_per_trial_s": first["fit_seconds"] / long["trials"]}
 
     def pruning(self) -> None:
         size = self.size["pruning"]

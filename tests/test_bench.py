@@ -2,8 +2,9 @@
 
 No time is asserted (the benchmark is its own command; the README quotes its full run): only that
 its sections ran, what speed.json and speed.md hold, and that nothing is left behind but --out.
-The pruning section is two more studies through the same code as the sweeps section: left out
-here to keep the test short, its comparison is checked on the sweep's own figures.
+The pruning section and the sweeps' long-trial study are more studies through the same code as the
+sweeps section: left out here to keep the test short, the pruning comparison is checked on the
+sweep's own figures. The GPU check runs in its dry-run form (the same steps on CPU, tiny sizes).
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ def test_speed_json_holds_every_section(quick):
     sweep = results["sweeps"]["runs"]["1"]
     assert sweep["trials_per_minute"] > 0 and sweep["states"] == {"COMPLETE": results["sweeps"]["trials"]}
     assert sweep["fit_seconds"] > 0 and sweep["epochs"] == results["sweeps"]["epochs"] * results["sweeps"]["trials"]
-    measured = {t["target"]: t["met"] for t in results["targets"] if "pruned" not in t["target"]
-                and "unpruned" not in t["target"]}
-    assert len(measured) == len(results["targets"]) - 2 and set(measured.values()) <= {True, False}
+    peer = results["sweeps"]["peer"]
+    assert peer["trials"] == results["sweeps"]["trials"] and 0 <= peer["best_value"] <= 1
+    assert results["sweeps"]["dlrun/peer"] == pytest.approx(sweep["trials_per_minute"] / peer["trials_per_minute"])
+    not_run = ("pruned", "unpruned", "n_jobs")  # the sections and studies the quick run leaves out
+    measured = {t["target"]: t["met"] for t in results["targets"] if not any(w in t["target"] for w in not_run)}
+    assert len(measured) == len(results["targets"]) - 3 and set(measured.values()) <= {True, False}
 
 
 def test_the_pruning_comparison_and_its_targets(quick):
@@ -79,3 +83,38 @@ def test_speed_md_has_a_row_per_target_and_a_table_per_section(quick):
         assert markdown.count(f"| {target['target']} |") == 1, target["target"]
     for heading in ("Targets", "Per-epoch time", "Start-up", "Fixed cost", "Sweep throughput"):
         assert f"## {heading}" in markdown
+
+
+@pytest.fixture(scope="module")
+def gpu_dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", PYTHON=sys.executable)
+    done = subprocess.run(["bash", "bench/gpu.sh", "--dry-run", "--out", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads((out / "gpu.json").read_text()), (out / "gpu.md").read_text()
+
+
+def test_the_gpu_check_runs_every_step_in_its_dry_run(gpu_dry_run):
+    results, markdown = gpu_dry_run
+    assert results["errors"] == {} and results["environment"]["dry_run"]
+    rows = results["loops"]
+    assert [(r["model"].split()[0], r["precision"]) for r in rows] == [
+        ("digits", "32-true"), ("digits", "bf16-mixed"), ("synthetic", "32-true"), ("synthetic", "bf16-mixed")]
+    for row in rows:
+        assert row["train_rows"] > 0 and row["dlrun"]["samples_per_s"] > 0 and row["handwritten"]["samples_per_s"] > 0
+        assert row["ratio"] == pytest.approx(row["dlrun"]["samples_per_s"] / row["handwritten"]["samples_per_s"])
+    reproduce = results["reproduce"]
+    assert reproduce["within_atol"] and reproduce["bit_exact"] and reproduce["largest_gap"] == 0  # CPU: deterministic
+    assert "skipped" in results["ddp"]
+    for heading in ("Samples per second", "Reproduce on the device", "DDP"):
+        assert f"## {heading}" in markdown
+    assert markdown.count("| digits CNN") == 2 and "**Dry run**" in markdown
+
+
+def test_the_gpu_check_without_a_gpu_or_dry_run_says_so_and_exits_2(tmp_path):
+    done = subprocess.run(["bash", "bench/gpu.sh", "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable})
+    assert done.returncode == 2 and "no CUDA GPU here" in done.stderr and "--dry-run" in done.stderr
+    assert list(tmp_path.iterdir()) == []
