@@ -15,7 +15,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import EarlyStopping
 
 from dlrun.config.validate import RunConfig
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, PluginError
 from dlrun.train.callbacks import AgreeToStop, EpochMetricsToMlflow, IntervalCheckpoint, RandomState, StopOnSignal
 from dlrun.train.metrics import direction, epoch_metrics
 from dlrun.train.ranks import ddp_strategy
@@ -24,7 +24,7 @@ from dlrun.train.ranks import ddp_strategy
 def check_trainer(run: RunConfig, task: str) -> None:
     """Raise ConfigError now for trainer options that would fail once the run exists."""
     early_stopping(run.trainer.get("early_stopping"), task)
-    _lightning_trainer(run, callbacks=[])
+    _lightning_trainer(run, callbacks=configured_callbacks(run))
 
 
 def build_trainer(run: RunConfig, task: str, checkpoint_dir: Path, metrics: EpochMetricsToMlflow,
@@ -41,11 +41,28 @@ def build_trainer(run: RunConfig, task: str, checkpoint_dir: Path, metrics: Epoc
     """
     checkpoints = IntervalCheckpoint(checkpoint_dir, on_write=metrics.flush)  # best.ckpt, last.ckpt
     # AgreeToStop last: it shares, under DDP, the stop that an earlier callback (a pruner) asked for.
-    callbacks = [metrics, checkpoints, stopper, RandomState(), *(extra_callbacks or []), AgreeToStop()]
+    callbacks = [metrics, checkpoints, stopper, RandomState(), *configured_callbacks(run), *(extra_callbacks or []),
+                 AgreeToStop()]
     stopping = early_stopping(run.trainer.get("early_stopping"), task)
     if stopping is not None:
         callbacks.append(stopping)
     return _lightning_trainer(run, callbacks)
+
+
+def configured_callbacks(run: RunConfig) -> list[pl.Callback]:
+    """The callbacks that `callbacks: [...]` names, built from the callback registry."""
+    from dlrun.components.callbacks import CALLBACKS
+
+    built = []
+    for name, options in run.callbacks:
+        entry = CALLBACKS.get(name)
+        callback = entry.builder(**options)
+        if not isinstance(callback, pl.Callback):
+            origin = f"the plugin '{entry.plugin.name}'" if entry.plugin else "dlrun"
+            raise PluginError(f"the callback '{name}' (from {origin}) made a {type(callback).__name__}, not a "
+                              "pytorch_lightning.Callback. Its builder must return a Callback.")
+        built.append(callback)
+    return built
 
 
 def early_stopping(options: dict | None, task: str) -> EarlyStopping | None:
