@@ -89,7 +89,7 @@ def check_reproduce(work: Path, trainer: str, epochs: int, atol: float) -> dict:
     from dlrun.config.compose import compose
     from dlrun.config.validate import validate
     from dlrun.lifecycle.reproduce import reproduce
-    from dlrun.train.run import train
+    from dlrun.training.run import train
 
     store = f"sqlite:///{work / 'mlflow.db'}"
     first = train(validate(compose([f"trainer={trainer}", "data=digits", "model=cnn", f"trainer.max_epochs={epochs}",

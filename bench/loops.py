@@ -5,7 +5,7 @@
 1. `handwritten`: plain PyTorch, whole batches indexed out of in-memory tensors (the limit).
 2. `lightning`: vanilla Lightning, the usual peer: TensorDataset + DataLoader, a minimal module,
    no logger, checkpoints or progress bar.
-3. `dlrun`: `dlrun.train.run.train(run)` as `dlrun train` calls it (MLflow store, checkpoints,
+3. `dlrun`: `dlrun.training.run.train(run)` as `dlrun train` calls it (MLflow store, checkpoints,
    plots, the served model), with one Lightning callback that times the epochs.
 
 All three start from dlrun's own `prepare(run)`, so the split, initial weights, loss and optimizer
@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dlrun.config.compose import compose
 from dlrun.config.validate import validate
-from dlrun.train.run import train
-from dlrun.train.setup import prepare
+from dlrun.training.run import train
+from dlrun.training.setup import prepare
 
 
 def compose_run(overrides: list[str], work: Path):

@@ -37,7 +37,7 @@ def run_dlrun(overrides: list[str], scratch: Path):
     from dlrun.config.compose import compose
     from dlrun.config.validate import validate
     from dlrun.data.prepare import load_data
-    from dlrun.train.run import train
+    from dlrun.training.run import train
 
     settings = [f"tracking.uri=sqlite:///{scratch / 'quality.db'}", f"output_dir={scratch / 'outputs'}",
                 "trainer.enable_progress_bar=false", "tracking.log_model=false"]

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
     from dlrun.config.validate import RunConfig
     from dlrun.lifecycle.reproduce import Reproduction
-    from dlrun.sweep.grid import SweepResult
-    from dlrun.train.run import TrainResult
+    from dlrun.tuning.grid import SweepResult
+    from dlrun.training.run import TrainResult
 
 
 def compose(overrides: Sequence[str] = (), *, config_dir: str | None = None,
@@ -75,7 +75,7 @@ def train(overrides: Sequence[str] = (), *, config_dir: str | None = None, plugi
         TrainingFailed: the run failed while training (recorded as FAILED).
         KeyboardInterrupt: Ctrl-C; the run is recorded as KILLED with its last checkpoint.
     """
-    from dlrun.train.run import train as run_training
+    from dlrun.training.run import train as run_training
 
     run = run_config(_with_progress(overrides, progress), config_dir=config_dir, plugins=plugins)
     with _quiet(not progress):
@@ -106,9 +106,9 @@ def sweep(name_or_path: str, overrides: Sequence[str] = (), *, n_trials: int | N
         The study's result: the parent run, every trial, the best one (`summary()` is the command's text).
     """
     from dlrun.plugin_loading import use_plugins
-    from dlrun.sweep.session import Options
-    from dlrun.sweep.spec import find_sweep, load_spec
-    from dlrun.sweep.study import run_study
+    from dlrun.tuning.session import Options
+    from dlrun.tuning.spec import find_sweep, load_spec
+    from dlrun.tuning.study import run_study
 
     use_plugins(plugins)
     spec = load_spec(find_sweep(name_or_path))
@@ -121,7 +121,7 @@ def grid(overrides: Sequence[str], *, jobs: int = 1, metric: str = "val/loss", c
          plugins: Iterable[str] = (), progress: bool = False) -> "SweepResult":
     """Every combination of the listed values (["optim=adam,sgd", "optim.lr=0.1,0.01"]), as `dlrun train -m`."""
     from dlrun.plugin_loading import use_plugins
-    from dlrun.sweep.grid import run_grid
+    from dlrun.tuning.grid import run_grid
 
     use_plugins(plugins)
     with _quiet(not progress):

@@ -85,7 +85,7 @@ def train(
     from dlrun.config.validate import validate
 
     if multirun:
-        from dlrun.sweep.grid import run_grid
+        from dlrun.tuning.grid import run_grid
 
         typer.echo(run_grid(list(overrides or []), config_dir, jobs, metric, typer.echo).summary())
         return
@@ -96,7 +96,7 @@ def train(
         typer.echo(OmegaConf.to_yaml(OmegaConf.create(run_config.config)), nl=False)
         return
     from dlrun.summary import print_summary
-    from dlrun.train.run import train as run_training
+    from dlrun.training.run import train as run_training
 
     result = run_training(run_config)
     if result.rank == 0:  # under DDP, rank 0 reports for all
@@ -121,9 +121,9 @@ def sweep(
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Run (or resume, or join) an Optuna study declared in a sweep file."""
-    from dlrun.sweep.session import Options
-    from dlrun.sweep.spec import find_sweep, load_spec
-    from dlrun.sweep.study import run_study
+    from dlrun.tuning.session import Options
+    from dlrun.tuning.spec import find_sweep, load_spec
+    from dlrun.tuning.study import run_study
 
     spec = load_spec(find_sweep(name_or_path))
     options = Options(list(overrides or []), config_dir, storage, study_name, worker, n_trials, n_jobs, threads)
@@ -279,7 +279,7 @@ def ui(
 def main() -> None:
     """Console-script entry point: Ctrl-C and SIGTERM before training starts end with exit 130.
 
-    During training, dlrun.train installs its own handlers, which stop at a batch
+    During training, dlrun.training installs its own handlers, which stop at a batch
     boundary with a checkpoint.
     """
     def interrupt(signum, frame):

@@ -57,7 +57,7 @@ def complete_sweeps(incomplete: str) -> list[tuple[str, str]]:
     """Sweep names in ./sweeps and the shipped sweeps, each with its file's first comment line."""
     try:
         from dlrun.config.paths import describe
-        from dlrun.sweep.spec import available_sweeps
+        from dlrun.tuning.spec import available_sweeps
 
         return [(name, _short(describe(file))) for name, file in available_sweeps().items()
                 if name.startswith(incomplete)]
@@ -191,7 +191,7 @@ def _sweep_overrides(name_or_path: str | None) -> list[str]:
     if not name_or_path:
         return []
     from dlrun.config.paths import read_option
-    from dlrun.sweep.spec import available_sweeps
+    from dlrun.tuning.spec import available_sweeps
 
     given = Path(name_or_path)
     file = given if given.suffix in (".yaml", ".yml") else available_sweeps().get(name_or_path)

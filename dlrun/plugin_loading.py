@@ -38,8 +38,8 @@ TAG = "dlrun.plugins"
 BUILTIN_MODULES = (
     "dlrun.components.activations", "dlrun.components.losses", "dlrun.components.optimizers",
     "dlrun.components.schedulers", "dlrun.components.metrics", "dlrun.components.callbacks",
-    "dlrun.data.sources", "dlrun.data.augment", "dlrun.models.build", "dlrun.sweep.samplers",
-    "dlrun.sweep.pruners",
+    "dlrun.data.sources", "dlrun.data.augment", "dlrun.models.build", "dlrun.tuning.samplers",
+    "dlrun.tuning.pruners",
 )
 
 

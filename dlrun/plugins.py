@@ -36,8 +36,8 @@ from dlrun.data.raw import DATASETS, RawData, encode_labels
 from dlrun.errors import PluginError
 from dlrun.models.layers import LAYERS, LayerContext
 from dlrun.registry import Choice, Range, Registry, current_plugin
-from dlrun.sweep.pruners import PRUNERS
-from dlrun.sweep.samplers import SAMPLERS, SamplerContext
+from dlrun.tuning.pruners import PRUNERS
+from dlrun.tuning.samplers import SAMPLERS, SamplerContext
 
 __all__ = [
     "layer", "activation", "loss", "metric", "optimizer", "scheduler", "augmentation", "data_source",

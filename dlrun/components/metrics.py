@@ -1,7 +1,7 @@
 """The metric registry: more quality metrics a run logs each epoch, chosen by `metrics: [NAME, ...]`.
 
 Every run logs its loss and its task's quality metric (val/acc or val/mae, see
-dlrun.train.metrics); the metrics named here come on top, as val/NAME and test/NAME.
+dlrun.training.metrics); the metrics named here come on top, as val/NAME and test/NAME.
 A builder takes a MetricContext and returns a metric object (update,
 compute, reset: a torchmetrics.Metric): `update(predictions, targets)` receives class indices for
 classification and values in the targets' own units for regression.
@@ -17,7 +17,7 @@ from typing import Iterable
 from dlrun.registry import Registry
 
 METRIC_TASKS = ("classification", "regression")
-# What every run logs (dlrun.train.metrics): a registered metric may not take these names.
+# What every run logs (dlrun.training.metrics): a registered metric may not take these names.
 RESERVED_METRIC_NAMES = ("loss", "acc", "mae")
 
 

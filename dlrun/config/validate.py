@@ -25,7 +25,7 @@ from dlrun.errors import ConfigError, did_you_mean
 from dlrun.models.build import check_layer_specs
 from dlrun.plugin_loading import load_plugins
 from dlrun.registry import BadValue, Choice, Range, check_value
-from dlrun.train.metrics import every_epoch_metric
+from dlrun.training.metrics import every_epoch_metric
 
 Fraction = Annotated[float, Range(gt=0, lt=1)]
 NonNegative = Annotated[float, Range(ge=0)]

@@ -13,7 +13,7 @@ import torch
 
 
 class Progress(Protocol):
-    """What the training loop tells the training loader (dlrun.train.trainer.TrainerProgress)."""
+    """What the training loop tells the training loader (dlrun.training.trainer.TrainerProgress)."""
 
     def position(self) -> tuple[int, int]:
         """(epoch, batches of it trained so far): where a checkpoint taken now resumes."""

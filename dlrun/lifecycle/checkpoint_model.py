@@ -24,7 +24,7 @@ class CheckpointModel:
         from mlflow.types import Schema, TensorSpec
 
         from dlrun.models.modules import ServingModel
-        from dlrun.train.setup import prepare
+        from dlrun.training.setup import prepare
 
         prepared = prepare(stored.run_config())
         checkpoint = torch.load(stored.checkpoint("best"), map_location="cpu", weights_only=True)

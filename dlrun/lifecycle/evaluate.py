@@ -26,7 +26,7 @@ def _score_test_split(stored) -> dict[str, float]:
     import pytorch_lightning as pl
     import torch
 
-    from dlrun.train.setup import make_loaders, prepare, quiet_lightning
+    from dlrun.training.setup import make_loaders, prepare, quiet_lightning
 
     run = stored.run_config()
     prepared = prepare(run)

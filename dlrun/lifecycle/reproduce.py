@@ -50,7 +50,7 @@ class Reproduction:
 def reproduce(run_id: str, overrides: list[str] | None = None, uri: str | None = None) -> Reproduction:
     """Train the stored run again (with KEY=VALUE overrides, a derived run) and compare."""
     from dlrun.tracking.env import environment_tags
-    from dlrun.train.run import train
+    from dlrun.training.run import train
 
     stored = load_run(run_id, uri)
     run = stored.run_config(overrides, uri)  # the new run goes to the same store as the original

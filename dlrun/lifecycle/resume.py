@@ -17,7 +17,7 @@ RESUMABLE = ("KILLED", "FAILED", "RUNNING")  # RUNNING: a process that died with
 
 def resume(run_id: str, overrides: list[str] | None = None, uri: str | None = None):
     """Continue run_id in the same MLflow run; a FINISHED run with overrides continues in a derived run."""
-    from dlrun.train.run import Resume, train
+    from dlrun.training.run import Resume, train
 
     stored = load_run(run_id, uri)
     for what, then, now in stored.plugin_drift():  # a changed plugin may change what the rest trains

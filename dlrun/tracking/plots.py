@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrun.train.metrics import quality_metric
+from dlrun.training.metrics import quality_metric
 
 ANNOTATE_MAX_CLASSES = 12  # counts are written in the cells up to this many classes
 _NAME_CHARS = 18  # longer class names are cut on the axes

@@ -77,7 +77,7 @@ def test_an_interrupted_ddp_run_resumes_in_the_same_record(workdir):
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/loss"))
     assert steps[-1] == epochs - 1 and set(range(epochs)) <= set(steps)
     # No rank process outlives the run.
-    assert "dlrun.train.distributed" not in subprocess.run(["ps", "aux"], capture_output=True, text=True).stdout
+    assert "dlrun.training.distributed" not in subprocess.run(["ps", "aux"], capture_output=True, text=True).stdout
 
 
 def test_a_grid_of_ddp_trials_nests_one_run_per_trial(workdir):

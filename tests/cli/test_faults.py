@@ -63,16 +63,16 @@ def signal_first(owner, name, when=lambda *args: True, before=lambda: None):
 
 
 if POINT == "before-run":
-    import dlrun.train.setup as setup
+    import dlrun.training.setup as setup
     signal_first(setup, "prepare")
 elif POINT == "run-created":
-    import dlrun.train.setup as setup
+    import dlrun.training.setup as setup
     signal_first(setup, "make_loaders")
 elif POINT == "model-logging":
     import mlflow.pytorch
     signal_first(mlflow.pytorch, "log_model")
 else:
-    from dlrun.train.module import DlrunModule
+    from dlrun.training.module import DlrunModule
 
     if POINT == "sanity-check":
         signal_first(DlrunModule, "validation_step", lambda module, *_: module.trainer.sanity_checking)
@@ -200,7 +200,7 @@ def test_signal_during_training_kills_the_run_with_a_checkpoint_and_resume_finis
 
 def _poison_the_batch_at(monkeypatch, step: int) -> None:
     """The training batch at `step` becomes NaN, so the real loss check meets a NaN loss there."""
-    from dlrun.train.module import DlrunModule
+    from dlrun.training.module import DlrunModule
 
     original = DlrunModule.training_step
 
@@ -340,7 +340,7 @@ def test_artifact_store_refusing_writes_from_the_start_fails_before_training(wor
 
 
 def test_an_unforeseen_error_after_the_run_exists_marks_it_failed(workdir, monkeypatch):
-    from dlrun.train.module import DlrunModule
+    from dlrun.training.module import DlrunModule
 
     def test_step(self, batch, batch_index):
         raise RuntimeError("a fault in testing")
@@ -354,7 +354,7 @@ def test_an_unforeseen_error_after_the_run_exists_marks_it_failed(workdir, monke
 
 
 def test_signal_handlers_are_put_back_after_a_run_and_after_an_interrupted_one(workdir, monkeypatch):
-    from dlrun.train.module import DlrunModule
+    from dlrun.training.module import DlrunModule
 
     def handlers():
         return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)

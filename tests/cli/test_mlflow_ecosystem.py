@@ -103,7 +103,7 @@ def test_system_metrics_off_and_a_resumed_run_watched_again():
     from dlrun.config.compose import compose
     from dlrun.config.validate import validate
     from dlrun.data.prepare import load_data
-    from dlrun.train.recording import start_record
+    from dlrun.training.recording import start_record
 
     class Record:  # what start_record asks of a RunRecord
         def __init__(self):

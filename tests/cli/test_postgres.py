@@ -70,7 +70,7 @@ def start_two_workers(folder: Path, sweep: str, url: str) -> subprocess.Popen:
     The claim lock (the one both workers on this machine take) is held until each worker's log says it
     opened the study, so that a worker slow to start does not find every trial taken.
     """
-    from dlrun.sweep.budget import lock_path_for
+    from dlrun.tuning.budget import lock_path_for
 
     name = Path(sweep).stem
     logs = folder / "outputs" / "sweeps" / name

@@ -14,10 +14,10 @@ from dlrun.config.compose import compose
 from dlrun.config.validate import validate
 from dlrun.lifecycle.resume import resume
 from dlrun.tracking.system_metrics import model_metrics
-from dlrun.train.callbacks import StopOnSignal
-from dlrun.train.module import DlrunModule
-from dlrun.train.outcome import Interrupted
-from dlrun.train.run import train
+from dlrun.training.callbacks import StopOnSignal
+from dlrun.training.module import DlrunModule
+from dlrun.training.outcome import Interrupted
+from dlrun.training.run import train
 from tests.conftest import dlrun_command, mlflow_runs, run_dlrun
 
 # 1257 training rows in batches of 64: 20 steps an epoch. Dropout and noise

@@ -89,7 +89,7 @@ def test_eval_on_other_data_works_on_a_trial_without_a_model(study, monkeypatch)
 @pytest.mark.parametrize("text, message", [("models: some", "neither best nor all"),
                                            ("plots: yes please", "plots must be true or false")])
 def test_a_bad_models_or_plots_key_is_a_config_error(tmp_path, text, message):
-    from dlrun.sweep.spec import load_spec
+    from dlrun.tuning.spec import load_spec
 
     path = write_sweep(tmp_path, "bad", f"params: {{optim.lr: 'choice(0.1, 0.01)'}}\n{text}\n")
     with pytest.raises(ConfigError, match=message):

@@ -34,7 +34,7 @@ def last_line_run_id(stdout: str) -> str:
 def open_study(folder: Path, name: str):
     import optuna
 
-    from dlrun.sweep.storage import open_storage
+    from dlrun.tuning.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=name, storage=open_storage(str(folder / "optuna" / f"{name}.journal")))
@@ -122,7 +122,7 @@ def good_first_grid_seed(values: list[float]) -> int:
     """A sampler seed for which dlrun's grid sampler tries values[0] first."""
     import optuna
 
-    from dlrun.sweep.samplers import grid_sampler_class as _grid_sampler
+    from dlrun.tuning.samplers import grid_sampler_class as _grid_sampler
 
     for seed in range(100):
         study = optuna.create_study(sampler=_grid_sampler()({"optim.lr": values}, seed=seed))

@@ -23,10 +23,10 @@ from dlrun.config.compose import compose
 from dlrun.config.validate import validate
 from dlrun.data.loader import BatchLoader
 from dlrun.errors import ConfigError
-from dlrun.train import setup as train_setup
-from dlrun.train.callbacks import EpochMetricsToMlflow, StopOnSignal
-from dlrun.train.module import DlrunModule
-from dlrun.train.trainer import build_trainer, early_stopping
+from dlrun.training import setup as train_setup
+from dlrun.training.callbacks import EpochMetricsToMlflow, StopOnSignal
+from dlrun.training.module import DlrunModule
+from dlrun.training.trainer import build_trainer, early_stopping
 
 # training_step calls self.log; outside a Trainer Lightning warns and skips it.
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")

@@ -15,7 +15,7 @@ from PIL import Image
 from dlrun.config.compose import compose
 from dlrun.config.paths import PACKAGE_CONF, group_options
 from dlrun.config.validate import validate
-from dlrun.train.setup import prepare
+from dlrun.training.setup import prepare
 
 OPTIONS = [(group, option) for group, options in sorted(group_options([PACKAGE_CONF]).items()) for option in options]
 

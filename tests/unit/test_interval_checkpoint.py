@@ -15,11 +15,11 @@ from dlrun.config.compose import compose
 from dlrun.config.validate import validate
 from dlrun.data.loader import BatchLoader
 from dlrun.tracking.offline import OfflineBuffer
-from dlrun.train import setup as train_setup
-from dlrun.train import callbacks
-from dlrun.train.callbacks import EpochMetricsToMlflow, StopOnSignal
-from dlrun.train.module import DlrunModule
-from dlrun.train.trainer import build_trainer
+from dlrun.training import setup as train_setup
+from dlrun.training import callbacks
+from dlrun.training.callbacks import EpochMetricsToMlflow, StopOnSignal
+from dlrun.training.module import DlrunModule
+from dlrun.training.trainer import build_trainer
 
 
 class _Record:

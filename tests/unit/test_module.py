@@ -11,7 +11,7 @@ from torch import nn
 from dlrun.components.losses import LOSSES, check_fits
 from dlrun.data.loader import BatchLoader
 from dlrun.errors import ConfigError, TrainingFailed
-from dlrun.train.module import DlrunModule, penalized_parameters
+from dlrun.training.module import DlrunModule, penalized_parameters
 
 # training_step calls self.log; outside a Trainer Lightning warns and skips it.
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dlrun.errors import TrainingFailed
-from dlrun.train.outcome import Interrupted, run_outcome
+from dlrun.training.outcome import Interrupted, run_outcome
 
 
 class FakeRecord:

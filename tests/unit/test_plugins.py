@@ -167,7 +167,7 @@ def test_a_run_records_its_plugins_and_a_stored_run_is_checked_against_those_loa
 
 
 def test_a_metric_that_does_not_fit_the_task_is_refused_before_the_run(workdir):
-    from dlrun.train.setup import prepare
+    from dlrun.training.setup import prepare
 
     with pytest.raises(ConfigError, match="the metric 'rmse' in metrics fits regression data"):
         prepare(validate(compose(["data=iris", "metrics=[rmse]"])))
@@ -245,7 +245,7 @@ def test_a_registration_that_would_fail_later_is_refused_when_the_plugin_loads(w
 
 
 def test_a_plugin_metric_that_is_not_a_torchmetrics_metric_is_named(workdir):
-    from dlrun.train.setup import prepare
+    from dlrun.training.setup import prepare
 
     use_plugins([str(write(workdir, "bad_metric.py", """
         from dlrun import plugins
@@ -259,7 +259,7 @@ def test_a_plugin_metric_that_is_not_a_torchmetrics_metric_is_named(workdir):
 
 
 def test_a_plugin_metric_can_order_a_sweep_and_says_which_way_is_better(workdir):
-    from dlrun.sweep.check import check_base
+    from dlrun.tuning.check import check_base
 
     use_plugins([str(write(workdir, "errors_metric.py", """
         from dlrun import plugins

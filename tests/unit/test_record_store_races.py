@@ -124,8 +124,8 @@ def test_reopening_a_run_and_reading_its_metrics_wait_for_a_locked_store(run_rec
 def test_a_sweep_trials_tags_wait_for_a_locked_store(run_record, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from dlrun.sweep import budget, trial
-    from dlrun.sweep.states import TrialState
+    from dlrun.tuning import budget, trial
+    from dlrun.tuning.states import TrialState
 
     for name in ("set_tag", "set_terminated"):
         monkeypatch.setattr(MlflowClient, name, locked_once(getattr(MlflowClient, name)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dlrun.config.compose import compose
 from dlrun.config.validate import validate
-from dlrun.train.recording import recorded_config
+from dlrun.training.recording import recorded_config
 
 
 def test_a_partial_option_file_is_recorded_whole_and_validates_again(tmp_path):

@@ -20,7 +20,7 @@ from dlrun.errors import ConfigError
 from dlrun.models.build import build_model, build_sequence, check_layer_specs, output_shape
 from dlrun.models.layers import LayerContext
 from dlrun.models.sequence_modules import AsSequence, Recurrent
-from dlrun.train.module import DlrunModule
+from dlrun.training.module import DlrunModule
 
 RECURRENT = ["rnn", "lstm", "gru"]
 SEQUENCE_FAMILIES = [*RECURRENT, "transformer"]

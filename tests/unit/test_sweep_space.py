@@ -1,4 +1,4 @@
-"""dlrun.sweep.space (Hydra's sweep grammar as a grid or a search space) and dlrun.sweep.spec
+"""dlrun.tuning.space (Hydra's sweep grammar as a grid or a search space) and dlrun.tuning.spec
 (sweep files: defaults, fingerprint, lookup). Composes configs only; nothing trains."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 
 from dlrun.config.paths import config_roots, group_options
 from dlrun.errors import ConfigError
-from dlrun.sweep.space import Param, format_value, grid, search_space
-from dlrun.sweep.spec import PACKAGE_SWEEPS, find_sweep, load_spec
+from dlrun.tuning.space import Param, format_value, grid, search_space
+from dlrun.tuning.spec import PACKAGE_SWEEPS, find_sweep, load_spec
 
 REPO_SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 SHIPPED = sorted(REPO_SWEEPS.glob("*.yaml"))
@@ -328,7 +328,7 @@ def test_the_shipped_sweeps_are_there():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_sweep_loads_and_checks(path, groups):
-    from dlrun.sweep.check import check_params
+    from dlrun.tuning.check import check_params
 
     first_line = path.read_text().splitlines()[0]
     assert first_line.startswith("#") and "dlrun sweep" in first_line, first_line

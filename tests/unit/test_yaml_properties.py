@@ -125,7 +125,7 @@ def stop_before_the_study(*args, **kwargs):
 @given(text=st.one_of(YAML_TEXT, SWEEP_DOCUMENTS))
 def test_any_yaml_as_a_sweep_file_is_exit_0_or_2(workdir, text):
     (workdir / "random.yaml").write_text(text, encoding="utf-8")
-    with mock.patch("dlrun.sweep.storage.create_or_join", side_effect=stop_before_the_study):
+    with mock.patch("dlrun.tuning.storage.create_or_join", side_effect=stop_before_the_study):
         result = runner.invoke(app, ["sweep", "random.yaml"])
     assert_clean(result)
     assert_nothing_recorded(workdir)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dlrun.errors import TrainingFailed
-from dlrun.sweep.report import TrialRow, best_row, final_table, progress_line, rerun_command
-from dlrun.sweep.states import TrialState
-from dlrun.sweep.trial import TrialOutcome, run_trial
+from dlrun.tuning.report import TrialRow, best_row, final_table, progress_line, rerun_command
+from dlrun.tuning.states import TrialState
+from dlrun.tuning.trial import TrialOutcome, run_trial
 
 
 @dataclass
@@ -44,9 +44,9 @@ def run_grid(overrides: list[str], config_dir: str | None, jobs: int, metric: st
              echo: Callable[[str], None]) -> SweepResult:
     """Run every combination of `overrides`; the result holds every trial, failed ones included."""
     from dlrun.config.paths import config_roots, group_options
-    from dlrun.sweep.check import check_base, check_metric_fits, compose_run
-    from dlrun.sweep.parent import SweepParent
-    from dlrun.sweep.space import grid, parse
+    from dlrun.tuning.check import check_base, check_metric_fits, compose_run
+    from dlrun.tuning.parent import SweepParent
+    from dlrun.tuning.space import grid, parse
     from dlrun.tracking.store import tracking_uri
 
     combinations = grid(overrides, group_options(config_roots(config_dir)))
@@ -72,8 +72,8 @@ def run_grid(overrides: list[str], config_dir: str | None, jobs: int, metric: st
         echo(progress_line(row, len(rows), len(combinations), rows, metric, checked.direction))
         parent.log_best(rows, metric, checked.direction, step=number)
 
-    from dlrun.sweep.parent import child_tags
-    from dlrun.train.outcome import Interrupted
+    from dlrun.tuning.parent import child_tags
+    from dlrun.training.outcome import Interrupted
 
     jobs_args = [(c, config_dir, metric, uri, child_tags(parent.run_id, "grid", n)) for n, c in enumerate(combinations)]
     try:

@@ -19,7 +19,7 @@ from dlrun.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from dlrun.data.prepare import DataBundle
-    from dlrun.train.module import DlrunModule
+    from dlrun.training.module import DlrunModule
 
 
 @dataclass
@@ -38,7 +38,7 @@ def prepare(run: RunConfig) -> Prepared:
     from dlrun.components.losses import LOSSES, check_fits, output_size
     from dlrun.data.prepare import load_data
     from dlrun.models.build import build_model
-    from dlrun.train.module import DlrunModule
+    from dlrun.training.module import DlrunModule
 
     quiet_lightning()
     pl.seed_everything(run.seed, verbose=False)

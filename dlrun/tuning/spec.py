@@ -14,9 +14,9 @@ from typing import Any
 
 from dlrun.errors import ConfigError, did_you_mean, unknown_name_message
 from dlrun.registry import Registry
-from dlrun.sweep.binding import Named
-from dlrun.sweep.pruners import PRUNERS
-from dlrun.sweep.samplers import SAMPLERS
+from dlrun.tuning.binding import Named
+from dlrun.tuning.pruners import PRUNERS
+from dlrun.tuning.samplers import SAMPLERS
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # Shipped sweep files: dlrun/sweeps in an installed package, the top-level sweeps/ in a checkout.

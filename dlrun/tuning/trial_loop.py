@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from dlrun.sweep import budget, storage
-from dlrun.sweep.parent import child_tags
-from dlrun.sweep.report import TrialRow, progress_line
-from dlrun.sweep.samplers import make_sampler
-from dlrun.sweep.session import StudySession
-from dlrun.sweep.states import TrialState
-from dlrun.sweep.trial import run_trial
+from dlrun.tuning import budget, storage
+from dlrun.tuning.parent import child_tags
+from dlrun.tuning.report import TrialRow, progress_line
+from dlrun.tuning.samplers import make_sampler
+from dlrun.tuning.session import StudySession
+from dlrun.tuning.states import TrialState
+from dlrun.tuning.trial import run_trial
 
 CLAIM_RETRY_S = 1.0  # how often a process with nothing to claim looks again while other trials run
 
@@ -73,7 +73,7 @@ def _run_one(session: StudySession, trial) -> TrialRow:
     """Train one claimed trial and tell the study its outcome; an interruption is recorded, then raised."""
     from optuna.trial import TrialState as OptunaState
 
-    from dlrun.train.outcome import Interrupted
+    from dlrun.training.outcome import Interrupted
 
     own = [p.override(p.suggest(trial)) for p in session.params]
     trial.set_user_attr("overrides", own)

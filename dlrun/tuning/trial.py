@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from dlrun.errors import DlrunError
-from dlrun.sweep.states import TrialState
+from dlrun.tuning.states import TrialState
 from dlrun.tracking.store import retry_while_locked
 
 
@@ -49,9 +49,9 @@ def run_trial(overrides: list[str], config_dir: str | Path | None, metric: str, 
         is_best: whether a final value beats every finished trial's; None: every trial logs its model.
         plots: draw and log the trial's plots.
     """
-    from dlrun.sweep.check import compose_run
-    from dlrun.train.outcome import Interrupted
-    from dlrun.train.run import train
+    from dlrun.tuning.check import compose_run
+    from dlrun.training.outcome import Interrupted
+    from dlrun.training.run import train
 
     run_id = None
 

@@ -14,8 +14,8 @@ from typing import Annotated
 
 from dlrun.errors import ConfigError
 from dlrun.registry import Range, Registry
-from dlrun.sweep.binding import Named, build_named
-from dlrun.sweep.space import Param
+from dlrun.tuning.binding import Named, build_named
+from dlrun.tuning.space import Param
 
 SAMPLERS = Registry("sampler", skip_params=1, required={"optuna_class": str})
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError, DlrunError, did_you_mean
-from dlrun.sweep.space import Param
-from dlrun.train.metrics import direction as direction_of
-from dlrun.train.metrics import epoch_metrics
+from dlrun.tuning.space import Param
+from dlrun.training.metrics import direction as direction_of
+from dlrun.training.metrics import epoch_metrics
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def check_base(overrides: list[str], config_dir: str | Path | None, metric: str,
                where: str) -> CheckedBase:
     """Compose, validate and prepare the base run once; check the metric against its task."""
     run = compose_run(overrides, config_dir, where)
-    from dlrun.train.setup import prepare
+    from dlrun.training.setup import prepare
 
     try:
         task = prepare(run).data.task

@@ -16,9 +16,9 @@ from pytorch_lightning.callbacks import EarlyStopping
 
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError, PluginError
-from dlrun.train.callbacks import AgreeToStop, EpochMetricsToMlflow, IntervalCheckpoint, RandomState, StopOnSignal
-from dlrun.train.metrics import direction, epoch_metrics
-from dlrun.train.ranks import ddp_strategy
+from dlrun.training.callbacks import AgreeToStop, EpochMetricsToMlflow, IntervalCheckpoint, RandomState, StopOnSignal
+from dlrun.training.metrics import direction, epoch_metrics
+from dlrun.training.ranks import ddp_strategy
 
 
 def check_trainer(run: RunConfig, task: str) -> None:

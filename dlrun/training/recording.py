@@ -1,7 +1,7 @@
 """What a training run writes to its MLflow run: at the start (name, params, tags, config.yaml,
 data.json) and at the end (test metrics, plots, checkpoints, the serving model).
 
-Whether the writes were stored, and so how the run ends, is `dlrun.train.outcome`'s to decide.
+Whether the writes were stored, and so how the run ends, is `dlrun.training.outcome`'s to decide.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dlrun.plugin_loading import TAG as PLUGINS_TAG, recorded_plugins
 from dlrun.tracking.datasets import dataset_inputs
 from dlrun.tracking.env import environment_tags
 from dlrun.tracking.params import run_params
-from dlrun.train.ranks import NullRecord
+from dlrun.training.ranks import NullRecord
 
 # The tag of a run that logged no served model on purpose: predict and eval build it from best.ckpt.
 SERVED_FROM_CHECKPOINT = "dlrun.served_from"

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dlrun.errors import TrainingFailed
-from dlrun.train.metrics import quality_name
+from dlrun.training.metrics import quality_name
 
 
 def penalized_parameters(net: nn.Module) -> list[nn.Parameter]:

@@ -8,10 +8,10 @@ Each failure is a ConfigError (exit 2).
 from __future__ import annotations
 
 from dlrun.errors import ConfigError
-from dlrun.sweep.pruners import make_pruner
-from dlrun.sweep.samplers import make_sampler
-from dlrun.sweep.space import Param, parse
-from dlrun.sweep.spec import SweepSpec
+from dlrun.tuning.pruners import make_pruner
+from dlrun.tuning.samplers import make_sampler
+from dlrun.tuning.space import Param, parse
+from dlrun.tuning.spec import SweepSpec
 
 
 def refuse_searched_overrides(overrides: list[str], params: list[Param], where: str) -> None:

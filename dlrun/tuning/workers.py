@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from dlrun.sweep import budget, storage
-from dlrun.sweep.session import StudySession
+from dlrun.tuning import budget, storage
+from dlrun.tuning.session import StudySession
 
 LOST_GRACE_S = 60.0  # a worker notices a lost database at its next write: an epoch's end, at most
 

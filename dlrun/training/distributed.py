@@ -1,7 +1,7 @@
-"""`python -m dlrun.train.distributed LAUNCH_FILE`: a DDP rank started by Lightning's launcher.
+"""`python -m dlrun.training.distributed LAUNCH_FILE`: a DDP rank started by Lightning's launcher.
 
 Rank 0 of a single dlrun process writes what its training is (config, MLflow run id, checkpoint
-to resume) to a launch file while fit runs (`dlrun.train.ranks`); Lightning's launcher starts
+to resume) to a launch file while fit runs (`dlrun.training.ranks`); Lightning's launcher starts
 ranks 1..N-1 with this module instead of re-executing rank 0's command line, which for
 `dlrun sweep` or `dlrun resume` is not one training run.
 """
@@ -19,7 +19,7 @@ from dlrun.config.compose import Composed
 from dlrun.config.validate import validate
 from dlrun.errors import DlrunError
 from dlrun.process_exit import exit_without_teardown
-from dlrun.train.run import Resume, train
+from dlrun.training.run import Resume, train
 
 
 def run_rank(launch_file: str) -> None:

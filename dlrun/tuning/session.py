@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlrun.sweep.space import Param
-from dlrun.sweep.spec import SweepSpec
+from dlrun.tuning.space import Param
+from dlrun.tuning.spec import SweepSpec
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from dlrun.registry import Range, Registry
-from dlrun.sweep.binding import Named, build_named
+from dlrun.tuning.binding import Named, build_named
 
 PRUNERS = Registry("pruner", skip_params=1, required={"optuna_class": str})
 

@@ -7,7 +7,7 @@ import io
 import shlex
 from dataclasses import dataclass, field
 
-from dlrun.sweep.states import TrialState
+from dlrun.tuning.states import TrialState
 
 
 @dataclass

@@ -9,7 +9,7 @@ MLflow run, the checkpoints and the model. Ranks come from one of two places:
   ranks 1..N-1 from rank 0 when fit begins. Lightning would re-execute rank 0's command
   line, which for `dlrun sweep` or `dlrun resume` is not one training run; so rank 0 writes
   what its training is (config, MLflow run id, checkpoint to resume) to a launch file and
-  the other ranks run `python -m dlrun.train.distributed LAUNCH_FILE` (that module is their
+  the other ranks run `python -m dlrun.training.distributed LAUNCH_FILE` (that module is their
   entry point; this one is what a training needs to know about ranks).
 """
 
@@ -67,7 +67,7 @@ def lightning_launches_ranks(run, run_id: str, resume_checkpoint: Path | None, f
                                   "run_id": run_id, "resume": str(resume_checkpoint) if resume_checkpoint else None}))
     saved_env = {k: os.environ.get(k) for k in _LAUNCHER_ENV}
     original = subprocess_script._basic_subprocess_cmd
-    subprocess_script._basic_subprocess_cmd = lambda: [sys.executable, "-m", "dlrun.train.distributed", str(launch)]
+    subprocess_script._basic_subprocess_cmd = lambda: [sys.executable, "-m", "dlrun.training.distributed", str(launch)]
     try:
         yield
     finally:

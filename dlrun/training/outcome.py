@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from dlrun.errors import DlrunError, TrainingFailed
-from dlrun.train.signals import Received, signals_deferred, signals_raise, stop_on_signals
+from dlrun.training.signals import Received, signals_deferred, signals_raise, stop_on_signals
 
 
 class Interrupted(DlrunError):

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from dlrun.processes import is_gone, pid_of, this_process
-from dlrun.sweep.report import TrialRow
-from dlrun.sweep.states import TrialState
+from dlrun.tuning.report import TrialRow
+from dlrun.tuning.states import TrialState
 from dlrun.tracking.store import retry_while_locked
 
 

@@ -15,23 +15,23 @@ from typing import Callable
 
 from dlrun.database import check_database, hide_passwords
 from dlrun.errors import ConfigError, TrainingFailed
-from dlrun.sweep import budget, storage
-from dlrun.sweep.check import check_base, check_params
-from dlrun.sweep.grid import SweepResult, set_threads
-from dlrun.sweep.parent import SweepParent
-from dlrun.sweep.pruners import make_pruner
-from dlrun.sweep.session import Options, StudySession
-from dlrun.sweep.space import search_space
-from dlrun.sweep.spec import SweepSpec
-from dlrun.sweep.states import TrialState
-from dlrun.sweep.study_checks import (
+from dlrun.tuning import budget, storage
+from dlrun.tuning.check import check_base, check_params
+from dlrun.tuning.grid import SweepResult, set_threads
+from dlrun.tuning.parent import SweepParent
+from dlrun.tuning.pruners import make_pruner
+from dlrun.tuning.session import Options, StudySession
+from dlrun.tuning.space import search_space
+from dlrun.tuning.spec import SweepSpec
+from dlrun.tuning.states import TrialState
+from dlrun.tuning.study_checks import (
     check_distributions,
     dry_run,
     refuse_identical_trials,
     refuse_searched_overrides,
     trials_to_run,
 )
-from dlrun.sweep.trial_loop import progress, work
+from dlrun.tuning.trial_loop import progress, work
 from dlrun.tracking.server import check_reachable
 from dlrun.tracking.store import tracking_uri
 
@@ -45,7 +45,7 @@ def run_study(spec: SweepSpec, options: Options, echo: Callable[[str], None]) ->
         StorageLost: the study's database stopped answering; the parent run is FAILED, the same command resumes.
         TrainingFailed: every trial failed.
     """
-    from dlrun.train.outcome import Interrupted
+    from dlrun.training.outcome import Interrupted
 
     session = open_study(spec, options)
     if options.threads:
@@ -82,7 +82,7 @@ def _run_trials(session: StudySession, parent: SweepParent, jobs: int, echo: Cal
     if jobs == 1:
         work(session, parent, echo)
     else:
-        from dlrun.sweep.workers import run_workers
+        from dlrun.tuning.workers import run_workers
 
         run_workers(session, jobs, echo, lambda row, rows, done: echo(progress(session, row, rows, done)))
     if not session.options.worker:  # a worker killed after its last claim left its trial RUNNING

@@ -2,7 +2,7 @@
 
 `train()` reads top to bottom in the order things happen. Everything that can fail on bad
 input (data, model shapes, loss fit, trainer options) happens before the MLflow run is
-created; how the run ends in every other case is `dlrun.train.outcome`'s.
+created; how the run ends in every other case is `dlrun.training.outcome`'s.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Callable
 import pytorch_lightning as pl
 
 from dlrun.config.validate import RunConfig
-from dlrun.train import setup
-from dlrun.train.callbacks import EpochMetricsToMlflow, StopOnSignal
-from dlrun.train.outcome import run_outcome
-from dlrun.train.ranks import global_rank, ranks_launched_for
-from dlrun.train.recording import new_record, record_results, start_record
-from dlrun.train.trainer import TrainerProgress, build_trainer, check_trainer
+from dlrun.training import setup
+from dlrun.training.callbacks import EpochMetricsToMlflow, StopOnSignal
+from dlrun.training.outcome import run_outcome
+from dlrun.training.ranks import global_rank, ranks_launched_for
+from dlrun.training.recording import new_record, record_results, start_record
+from dlrun.training.trainer import TrainerProgress, build_trainer, check_trainer
 
 
 @dataclass(frozen=True)
