@@ -19,7 +19,8 @@ TIMEOUT_BACKENDS = ("postgresql", "mysql", "mariadb")
 # The drivers dlrun's extras install, and the extra that installs each.
 EXTRAS = {"psycopg": "postgres"}
 
-_PASSWORD_IN_URL = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*):[^\s@/]*@")
+# The password runs to the last '@' before the host; it may hold '/' (SQLAlchemy reads it so).
+_PASSWORD_IN_URL = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*):[^\s]*@(?=[^\s@/]*(?:[/:?#]|\s|$))")
 
 
 def hide_passwords(text: str) -> str:

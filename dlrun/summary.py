@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from dlrun.database import hide_passwords
+
 
 def print_summary(result) -> None:
     choices = " ".join(f"{g}={o}" for g, o in sorted(result.choices.items()))
@@ -19,7 +21,7 @@ def print_summary(result) -> None:
         lines.append(f"  processes: {result.world_size} (DDP); data.batch_size is per process: "
                      f"{result.batch_size} each, {result.batch_size * result.world_size} per optimizer step")
     lines.append(f"  checkpoints: {result.checkpoint_dir}")
-    lines.append(f"  mlflow: {result.tracking_uri}  run {result.run_name}")
+    lines.append(f"  mlflow: {hide_passwords(result.tracking_uri)}  run {result.run_name}")
     if result.model_uri:
         lines.append(f"  model: {result.model_uri}")
     if getattr(result, "record_note", None):

@@ -6,6 +6,7 @@ device (see `_fastest`): the choice depends on the device only, so a run, its re
 reproduction on the same kind of device take the same code path.
 """
 
+from contextlib import contextmanager
 from typing import Annotated
 
 from dlrun.errors import ConfigError
@@ -19,11 +20,27 @@ NonNegative = Annotated[float, Range(ge=0)]
 Epsilon = Annotated[float, Range(gt=0)]
 
 
+# Off inside `unfused()`: Lightning refuses to clip gradients under mixed precision with a fused optimizer.
+_FUSED_ALLOWED = [True]
+
+
+@contextmanager
+def unfused():
+    """Optimizers built inside the block use torch's default implementation, never the fused kernel."""
+    _FUSED_ALLOWED.append(False)
+    try:
+        yield
+    finally:
+        _FUSED_ALLOWED.pop()
+
+
 def _fastest(optimizer_class, params, **options):
     """optimizer_class(params, **options) with fused=True where torch offers a fused kernel for these
     parameters (one step for all tensors: about 3x quicker than the per-tensor loop on CPU for the
     reference models); elsewhere torch's own default (foreach on CUDA, the per-tensor loop otherwise)."""
     params = list(params)
+    if not _FUSED_ALLOWED[-1]:
+        return optimizer_class(params, **options)
     try:
         return optimizer_class(params, fused=True, **options)
     except (RuntimeError, ValueError):  # no fused kernel for this device or dtype

@@ -21,6 +21,7 @@ from dlrun.components.schedulers import SCHEDULERS
 from dlrun.config.compose import Composed
 from dlrun.data.augment import AUGMENTS
 from dlrun.data.sources import COMMON_KEYS, DATASETS
+from dlrun.database import hide_passwords
 from dlrun.errors import ConfigError, did_you_mean
 from dlrun.models.build import check_layer_specs
 from dlrun.plugin_loading import load_plugins
@@ -61,7 +62,7 @@ TRAINER = {
     "early_stopping": Optional[dict],  # dlrun's own: becomes Lightning's EarlyStopping callback
 }
 # trainer.early_stopping; off while patience is null. Whether the monitored metric exists
-# for the task (val/acc or val/mae) is checked once the data are loaded (train/trainer.py, check_trainer).
+# for the task (val/acc or val/mae) is checked once the data are loaded (training/trainer.py, check_trainer).
 EARLY_STOPPING = {
     "patience": Optional[Annotated[int, Range(ge=1)]],
     "monitor": Annotated[str, Choice(*every_epoch_metric())],
@@ -230,7 +231,7 @@ def _check_tracking_uri(configured: str | None) -> None:
     if scheme not in TRACKING_SCHEMES:
         file_store = (" A file:// store is MLflow's retired file store; it opens only with "
                       f"{ALLOW_FILE_STORE}=true." if scheme == "file" else "")
-        raise ConfigError(f"{where} {uri!r} is not an MLflow store dlrun can record in.{file_store} Give "
+        raise ConfigError(f"{where} {hide_passwords(uri)!r} is not an MLflow store dlrun can record in.{file_store} Give "
                           "sqlite:///FILE.db (the default, unset, is sqlite:///mlflow.db here) or a tracking "
                           "server's http://HOST:PORT.")
 

@@ -27,6 +27,14 @@ class CheckpointModel:
         from dlrun.training.setup import prepare
 
         prepared = prepare(stored.run_config())
+        recorded = stored.run.data.tags.get("dlrun.data_fingerprint")
+        if recorded and recorded != prepared.data.fingerprint:  # its preprocessing is fitted on this data again
+            from dlrun.errors import DataError
+
+            raise DataError(f"run {stored.run_id} logged no model, so it is rebuilt from its checkpoint and its "
+                            "data; that data has changed since it trained (data fingerprint "
+                            f"{recorded[:12]}... then, {prepared.data.fingerprint[:12]}... now). Restore the data "
+                            "the run trained on, or train a run that logs its model (sweep files: models: all).")
         checkpoint = torch.load(stored.checkpoint("best"), map_location="cpu", weights_only=True)
         prepared.module.load_state_dict(checkpoint["state_dict"])
         data = prepared.data

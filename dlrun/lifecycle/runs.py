@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from dlrun.database import hide_passwords
 from dlrun.errors import ConfigError
 from dlrun.lifecycle.stored import open_store
 
@@ -27,14 +28,14 @@ def runs_table(experiment: str = "dlrun", filter_string: str = "", sort: str = "
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = [e.name for e in client.search_experiments()]
-        raise ConfigError(f"no experiment '{experiment}' in {store}. Experiments there: {', '.join(names) or 'none'}.")
+        raise ConfigError(f"no experiment '{experiment}' in {hide_passwords(store)}. Experiments there: {', '.join(names) or 'none'}.")
     try:
         runs = client.search_runs([found.experiment_id], filter_string=filter_string, order_by=[sort],
                                   max_results=limit)
     except MlflowException as error:
         raise ConfigError(f"bad --filter or --sort for MLflow: {error.message.splitlines()[0]}") from None
     if not runs:
-        return f"no runs in experiment '{experiment}' of {store}" + (f" matching {filter_string}" if filter_string else "")
+        return f"no runs in experiment '{experiment}' of {hide_passwords(store)}" + (f" matching {filter_string}" if filter_string else "")
     rows = [_row(run) for run in runs]
     header = ["run_id", "status", "start", "duration", "choices", "metrics"]
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header) - 1)]

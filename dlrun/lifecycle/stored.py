@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.config.compose import contains_itself, refuse_resolvers
+from dlrun.database import hide_passwords
 from dlrun.errors import ConfigError, DlrunError
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -51,7 +52,7 @@ def open_store(uri: str | None = None):
         return MlflowClient(tracking_uri=uri), uri
     except MlflowException as error:  # an unknown scheme, or a plain path (MLflow's retired file store)
         reason = " ".join(str(error).split()).split(". ")[0]
-        raise ConfigError(f"cannot open the MLflow store '{uri}' (--tracking-uri or MLFLOW_TRACKING_URI): {reason}. "
+        raise ConfigError(f"cannot open the MLflow store '{hide_passwords(uri)}' (--tracking-uri or MLFLOW_TRACKING_URI): {reason}. "
                           "Give sqlite:///FILE.db (dlrun's own store is sqlite:///mlflow.db where `dlrun train` ran) "
                           "or a tracking server's http://HOST:PORT.") from None
 
@@ -243,7 +244,7 @@ def load_run(run_id: str, uri: str | None = None) -> StoredRun:
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise RunNotFound(f"no run {run_id} in the MLflow store {uri}. `dlrun runs` lists the runs there.") from None
+        raise RunNotFound(f"no run {run_id} in the MLflow store {hide_passwords(uri)}. `dlrun runs` lists the runs there.") from None
     try:
         folder = tempfile.mkdtemp(prefix="dlrun-config-")
         text = Path(client.download_artifacts(run_id, "config.yaml", folder)).read_text(encoding="utf-8")

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from dlrun.database import hide_passwords
 from dlrun.lifecycle.stored import open_store
 
 
@@ -35,11 +36,16 @@ def run_ui(host: str, port: int, uri: str | None = None) -> int:
     """Serve the UI until interrupted; MLflow's exit code."""
     command = ui_command(host, port, uri)
     client, _ = open_store(uri)
+    at = command.index("--backend-store-uri")
+    store, env = command[at + 1], os.environ.copy()
+    if hide_passwords(store) != store:  # a password stays out of the process list: MLflow reads it from here
+        del command[at:at + 2]
+        env["MLFLOW_BACKEND_STORE_URI"] = store
     base_url = f"http://{host}:{port}"
-    print(f"MLflow UI on {base_url} for {command[5]} (Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI on {base_url} for {hide_passwords(store)} (Ctrl-C stops it)", flush=True)
     for line in experiment_links(client, base_url):
         print(f"  {line}", flush=True)
     try:
-        return subprocess.call(command, env=os.environ.copy())
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0

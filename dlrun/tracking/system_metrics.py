@@ -44,3 +44,5 @@ class SystemMetrics:
         """Stop sampling; with `wait`, its last samples are sent first (no wait while the server is gone)."""
         if wait:
             self._monitor.finish()
+        else:  # its thread must not go on logging into a closed run (a sweep or a notebook goes on)
+            self._monitor._shutdown_event.set()

@@ -160,8 +160,8 @@ def _cloned(state):
     as long on a small model's checkpoint)."""
     import torch
 
-    if isinstance(state, torch.Tensor):
-        return state.detach().clone()
+    if isinstance(state, torch.Tensor):  # in host memory: a copy on a GPU would take the model's room
+        return state.detach().to("cpu", copy=True)
     if isinstance(state, dict):
         return type(state)((key, _cloned(value)) for key, value in state.items())
     if isinstance(state, (list, tuple)) and not hasattr(state, "_fields"):

@@ -1,6 +1,6 @@
 """The metrics a run logs, by task: their names and which way is better, in one place.
 
-`train/module.py` logs exactly these; early stopping, sweeps, config validation and the
+`training/module.py` logs exactly these; early stopping, sweeps, config validation and the
 plots read them from here. Imports nothing heavy, so validation stays torch-free.
 """
 

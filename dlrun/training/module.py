@@ -14,6 +14,10 @@ from dlrun.errors import TrainingFailed
 from dlrun.training.metrics import quality_name
 
 
+# Where a checkpoint keeps the running sum of an unfinished epoch's training loss.
+EPOCH_LOSS_KEY = "dlrun_epoch_train_loss"
+
+
 def penalized_parameters(net: nn.Module) -> list[nn.Parameter]:
     """The weights L1/L2 act on: matrices and kernels, not biases or norm scales."""
     return [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
@@ -94,10 +98,23 @@ class DlrunModule(pl.LightningModule):
         step costs Lightning more than a small model's step (see bench/speed.py)."""
         total = self._sums.get(stage) if batch_index else None
         loss_rows = loss.detach() * rows
-        self._sums[stage] = [loss_rows, rows] if total is None else [total[0] + loss_rows, total[1] + rows]
+        self._sums[stage] = [loss_rows, rows] if total is None else [total[0].to(loss_rows.device) + loss_rows,
+                                                                     total[1] + rows]
         if self._last_batch(stage, batch_index):
             summed, count = self._sums.pop(stage)
             self.log(f"{stage}/loss", summed / count, on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint written mid-epoch (on its interval, or where a signal stopped) carries the epoch's
+        training loss so far, so that the resumed run logs the same train/loss for that epoch."""
+        if "train" in self._sums:
+            summed, rows = self._sums["train"]
+            checkpoint[EPOCH_LOSS_KEY] = [summed.detach().to("cpu", copy=True), rows]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get(EPOCH_LOSS_KEY)
+        if saved is not None:
+            self._sums["train"] = list(saved)
 
     def _last_batch(self, stage: str, batch_index: int) -> bool:
         trainer = self._trainer

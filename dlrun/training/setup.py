@@ -84,11 +84,21 @@ def _check_optimization(module) -> None:
 
 
 def _optimizer_factory(run: RunConfig):
-    from dlrun.components.optimizers import OPTIMIZERS
+    from dlrun.components.optimizers import OPTIMIZERS, unfused
 
     name, options = run.optim
     builder = OPTIMIZERS.get(name).builder
+    # Lightning refuses to clip gradients under mixed precision with a fused optimizer; the choice follows
+    # the config alone, so a run and its reproduction still build the same optimizer.
+    mixed = "mixed" in str(run.trainer.get("precision", "32"))
+    if mixed and run.trainer.get("gradient_clip_val"):
+        return lambda parameters: _built_unfused(unfused, builder, parameters, options)
     return lambda parameters: builder(parameters, **options)
+
+
+def _built_unfused(unfused, builder, parameters, options):
+    with unfused():
+        return builder(parameters, **options)
 
 
 def _scheduler_factory(run: RunConfig, data):

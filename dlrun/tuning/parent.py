@@ -11,7 +11,7 @@ from dlrun.tuning.report import TrialRow, best_row, history_figure, importance_f
 
 def child_tags(parent_run_id: str, sweep: str, number: int) -> dict[str, str]:
     """Tags that nest a trial's run under the parent (MLflow's UI reads mlflow.parentRunId)."""
-    return {"mlflow.parentRunId": parent_run_id, "dlrun.tuning": sweep, "dlrun.trial_number": str(number)}
+    return {"mlflow.parentRunId": parent_run_id, "dlrun.sweep": sweep, "dlrun.trial_number": str(number)}
 
 
 class SweepParent:
@@ -30,7 +30,7 @@ class SweepParent:
         """A new RUNNING parent run; `files` are logged as text artifacts (the sweep file)."""
         from dlrun.tracking.env import environment_tags
 
-        tags = {**environment_tags(), "dlrun.tuning": name, "dlrun.kind": kind}
+        tags = {**environment_tags(), "dlrun.sweep": name, "dlrun.kind": kind}
         self.record.create(f"sweep-{name}", params, tags, source=f"dlrun {kind}")
         for artifact, text in files.items():
             self.record.log_text(text, artifact)

@@ -55,13 +55,14 @@ def _work(session: StudySession, parent, echo: Callable[[str], None]) -> None:
 
 
 def _beats(session: StudySession, value: float) -> bool:
-    """Whether value beats every COMPLETE trial of the study so far (any value does in an empty study)."""
+    """Whether value is at least as good as every COMPLETE trial so far (any value is, in an empty study): a
+    tie takes a model too, since Optuna may name either tied trial the best."""
     from optuna.trial import TrialState as OptunaState
 
     done = [t.value for t in session.study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE,))]
     if not done:
         return True
-    return value > max(done) if session.direction == "maximize" else value < min(done)
+    return value >= max(done) if session.direction == "maximize" else value <= min(done)
 
 
 def progress(session: StudySession, row: TrialRow, rows: list[TrialRow], done: int) -> str:

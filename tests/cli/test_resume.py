@@ -66,6 +66,10 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(workdir, monke
     assert model_metrics(finished.data.metrics) == model_metrics(uninterrupted_run.data.metrics)  # no system/ metrics
     steps = [m.step for m in client.get_metric_history(killed.info.run_id, "val/loss")]
     assert steps == [0, 1, 2], "metric steps continue where they stopped"
+    for name in ("train/loss", "val/loss"):  # every epoch's, the interrupted one's included
+        history = {run_id: {m.step: m.value for m in client.get_metric_history(run_id, name)}
+                   for run_id in (killed.info.run_id, uninterrupted.run_id)}
+        assert history[killed.info.run_id] == history[uninterrupted.run_id], name
 
 
 def test_finished_run_cannot_be_resumed_but_can_be_extended(workdir):

@@ -397,3 +397,13 @@ def test_the_logged_lr_of_a_step_schedule_is_the_rate_of_each_epochs_first_step(
     _, logged = _fit(tmp_path, "trainer.max_epochs=3", "optim=sgd", "optim.lr=0.1", "scheduler=warmup_cosine")
     expected = [0.025] + [0.5 * 0.1 * (1 + math.cos(math.pi * s / 8)) for s in (0, 4)]
     assert [m["lr"] for m in logged] == pytest.approx(expected)
+
+
+def test_mixed_precision_with_gradient_clipping_builds_the_unfused_optimizer(workdir):
+    """Lightning refuses to clip gradients under mixed precision with a fused optimizer."""
+    def optimizer(*overrides):
+        return train_setup.prepare(validate(compose(["data=iris", "optim=adam", *overrides]))).module.configure_optimizers()
+
+    assert optimizer().defaults["fused"] is True
+    assert optimizer("trainer.precision=bf16-mixed").defaults["fused"] is True
+    assert not optimizer("trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0").defaults["fused"]

@@ -22,6 +22,8 @@ from dlrun.errors import ConfigError
     ("postgresql://ann@db/x", "postgresql://ann@db/x"),
     ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
     ("optim.lr=0.1 user:pw@host", "optim.lr=0.1 user:pw@host"),  # no URL, nothing to hide
+    ("postgresql://ann:pa/ss@db/x", "postgresql://ann:***@db/x"),  # SQLAlchemy reads pa/ss as the password
+    ("postgresql://ann:p@ss@db:5432/x then http://h/", "postgresql://ann:***@db:5432/x then http://h/"),
 ])
 def test_hide_passwords_replaces_only_a_urls_password(text, hidden):
     assert hide_passwords(text) == hidden
@@ -67,3 +69,15 @@ def test_a_malformed_database_url_is_a_config_error_with_the_form_to_give():
 ])
 def test_connect_failures_say_what_to_fix(driver_said, reason):
     assert connect_failure(driver_said, "ann", "x").startswith(reason)
+
+
+def test_the_closing_summary_hides_the_stores_password(capsys):
+    from types import SimpleNamespace
+
+    from dlrun.summary import print_summary
+
+    print_summary(SimpleNamespace(choices={}, epochs=1, history=[], test_metrics={}, world_size=1,
+                                  tracking_uri="postgresql://ann:s3cret@db/x", run_name="r", model_uri=None,
+                                  checkpoint_dir="c", run_id="0" * 32, record_note=None))
+    printed = capsys.readouterr().out
+    assert "postgresql://ann:***@db/x" in printed and "s3cret" not in printed
