@@ -151,6 +151,7 @@ def test_a_grid_with_jobs_runs_a_plugin_layer_in_its_worker_processes(file_plugi
     trials = [run for run in runs if "dlrun.plugins" in run.data.tags and run.data.params.get("optim.lr")]
     assert sorted(run.data.params["optim.lr"] for run in trials) == ["0.01", "0.02"]
     assert all(run.info.status == "FINISHED" and "my_layers" in run.data.tags["dlrun.plugins"] for run in trials)
+    assert all(run.data.tags.get("dlrun.sweep") for run in trials)  # the tag key runs made before carry too
 
 
 def test_a_study_with_two_worker_processes_runs_a_plugin_layer(file_plugin, tmp_path):
