@@ -28,10 +28,15 @@ def hide_passwords(text: str) -> str:
     return _PASSWORD_IN_URL.sub(r"\1:***@", text)
 
 
+# The server databases that MLflow and Optuna open through SQLAlchemy; any other scheme (ftp://) is not one,
+# and is left to the store's own message.
+DATABASE_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "mssql", "oracle")
+
+
 def is_database_url(url: str) -> bool:
     """True for a server database's SQLAlchemy URL (postgresql://, mysql+pymysql://, ...), not SQLite or HTTP."""
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
-    return scheme not in ("", "sqlite", "http", "https", "file")
+    return scheme in DATABASE_SCHEMES
 
 
 def engine_options(url: str) -> dict:

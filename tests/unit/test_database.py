@@ -32,7 +32,7 @@ def test_hide_passwords_replaces_only_a_urls_password(text, hidden):
 @pytest.mark.parametrize("url, expected", [
     ("postgresql://u:p@h/d", True), ("postgresql+psycopg2://h/d", True), ("mysql+pymysql://h/d", True),
     ("sqlite:///mlflow.db", False), ("http://127.0.0.1:5000", False), ("https://mlflow.example", False),
-    ("optuna/study.journal", False), ("file:///tmp/mlruns", False),
+    ("optuna/study.journal", False), ("file:///tmp/mlruns", False), ("ftp://host/store", False),
 ])
 def test_is_database_url(url, expected):
     assert is_database_url(url) is expected
