@@ -148,7 +148,9 @@ def load_model(run_id: str, *, tracking_uri: str | None = None, plugins: Iterabl
 
     use_plugins(plugins)
     stored = load_run(run_id, tracking_uri)
-    stored.served_model()  # its checks: the run's own model, files as dlrun logs them
+    served = stored.served_model()  # its checks: the run's own model, files as dlrun logs them
+    if hasattr(served, "model"):  # a sweep trial without a logged model: rebuilt from its checkpoint
+        return served.model
     with _store(stored.uri):
         loaded = mlflow.pytorch.load_model(stored.own_model_uri())
     return loaded.module() if hasattr(loaded, "module") else loaded
