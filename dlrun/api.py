@@ -143,13 +143,14 @@ def load_model(run_id: str, *, tracking_uri: str | None = None, plugins: Iterabl
     """
     import mlflow.pytorch
 
+    from dlrun.lifecycle.checkpoint_model import CheckpointModel
     from dlrun.lifecycle.stored import load_run
     from dlrun.plugin_loading import use_plugins
 
     use_plugins(plugins)
     stored = load_run(run_id, tracking_uri)
     served = stored.served_model()  # its checks: the run's own model, files as dlrun logs them
-    if hasattr(served, "model"):  # a sweep trial without a logged model: rebuilt from its checkpoint
+    if isinstance(served, CheckpointModel):  # a sweep trial without a logged model: rebuilt from its checkpoint
         return served.model
     with _store(stored.uri):
         loaded = mlflow.pytorch.load_model(stored.own_model_uri())
