@@ -44,5 +44,17 @@ class SystemMetrics:
         """Stop sampling; with `wait`, its last samples are sent first (no wait while the server is gone)."""
         if wait:
             self._monitor.finish()
+            self._last_sample()
         else:  # its thread must not go on logging into a closed run (a sweep or a notebook goes on)
             self._monitor._shutdown_event.set()
+
+    def _last_sample(self) -> None:
+        """One sample as the run ends: MLflow's loop publishes only after a full interval, so a run shorter
+        than one (a quick trial) would otherwise record no system metrics at all."""
+        monitor = self._monitor
+        try:
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+        except Exception:  # a closing run must not fail on a sample of the machine
+            logging.getLogger(__name__).debug("no last system-metrics sample", exc_info=True)
