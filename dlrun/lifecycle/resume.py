@@ -47,11 +47,12 @@ def _last_checkpoint(stored):
     """The run's last.ckpt; None (train from step 0) for a run stopped before it trained an epoch or saved
     one. A run that logged epochs but whose checkpoint is gone cannot continue exactly: RunNotFound."""
     from dlrun.lifecycle.stored import RunNotFound
+    from dlrun.tracking.system_metrics import model_metrics
 
     try:
         return stored.checkpoint("last")
     except RunNotFound:
-        if stored.run.data.metrics:
+        if model_metrics(stored.run.data.metrics):  # the machine's samples say nothing of training done
             raise
     print(f"dlrun: run {stored.run_id} stopped before its first checkpoint; it trains from step 0, "
           "in the same run.", file=sys.stderr)
