@@ -289,8 +289,10 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
         for check in checks if value is not None else ():
             if isinstance(check, Range) and (problem := check.violation(value)):
                 raise BadValue(where, f"'{where}' {problem}, got {value!r}.")
-            if isinstance(check, Choice) and value not in check.options:
-                raise BadValue(where, unknown_name_message("value", value, check.options, where))
+            if isinstance(check, Choice) and not any(value is o or (value == o and type(value) is type(o))
+                                                     for o in check.options):  # 1 is not True
+                shown = [str(o).lower() if isinstance(o, bool) else o for o in check.options]
+                raise BadValue(where, unknown_name_message("value", str(value), shown, where))
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
