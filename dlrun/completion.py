@@ -3,8 +3,8 @@
 Overrides complete from the config files themselves: groups and their options (`model=c` ->
 `model=cnn`), and the keys of the options chosen on the line or by default (`optim.` -> `optim.lr=`).
 Run ids come from the local SQLite store, read directly. Nothing here imports torch, Lightning,
-MLflow or Hydra, and a plugin's tree is not searched (loading a plugin imports torch): a TAB must
-answer as fast as `dlrun --help`. A completion never fails the shell: whatever cannot be read gives
+MLflow or Hydra, and no plugin is imported (that imports torch): a TAB must answer as fast as
+`dlrun --help`. Installed plugins' config trees are searched where dlrun last wrote them down. A completion never fails the shell: whatever cannot be read gives
 no candidates.
 
 Bash splits words at '=' (COMP_WORDBREAKS), so `model=c` arrives as the words `model`, `=` and an
@@ -200,14 +200,19 @@ def _sweep_overrides(name_or_path: str | None) -> list[str]:
 
 
 def _roots(config_dir: str | None) -> list[Path]:
-    """The config folders of config.paths.config_roots, without the plugins' (see the module's docstring)."""
+    """The config folders of config.paths.config_roots, in its order; the installed plugins' trees as
+    dlrun last wrote them down (dlrun/plugin_configs.py: see the module's docstring)."""
+    from importlib import metadata
+
     from dlrun.config.paths import PACKAGE_CONF
+    from dlrun.plugin_configs import remembered
+    from dlrun.plugin_loading import ENTRY_POINT_GROUP
 
     roots = [Path(config_dir).resolve()] if config_dir else []
     local = (Path.cwd() / "conf").resolve()
     if local.is_dir() and local != PACKAGE_CONF:
         roots.append(local)
-    return [*roots, PACKAGE_CONF]
+    return [*roots, *remembered(metadata.entry_points(group=ENTRY_POINT_GROUP)), PACKAGE_CONF]
 
 
 def _group_files(config_dir: str | None) -> dict[str, dict[str, Path]]:

@@ -90,7 +90,18 @@ def load_plugins(named: Iterable[str] = (), export: bool = False) -> list[Plugin
         _keys.add(key)
         if export and item is not None:
             _export(key.removeprefix("file:").removeprefix("module:"))
+    if any(point is not None for _, point, _ in todo):
+        _remember_installed_conf_dirs()
     return list(_loaded.values())
+
+
+def _remember_installed_conf_dirs() -> None:
+    """Write down the installed plugins' config trees, for shell completion (dlrun/plugin_configs.py)."""
+    from dlrun.plugin_configs import remember
+
+    installed = {point.name for point in _entry_points()}
+    remember(_entry_points(), [p.conf_dir for p in _loaded.values()
+                               if p.kind == "entry point" and p.name in installed and p.conf_dir is not None])
 
 
 def use_plugins(named: Iterable[str]) -> list[Plugin]:

@@ -38,6 +38,7 @@ def no_plugins_left(monkeypatch, workdir):
 
     monkeypatch.delenv(ENV, raising=False)
     monkeypatch.setattr(metadata, "entry_points", lambda group: [])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))  # what completion remembers stays here
     unload_plugins()
     yield
     unload_plugins()
@@ -275,3 +276,23 @@ def test_a_plugin_metric_can_order_a_sweep_and_says_which_way_is_better(workdir)
     assert check_base(["data=iris", "metrics=[f1]"], None, "val/f1", None, "test").direction == "maximize"
     with pytest.raises(ConfigError, match="metric 'val/errors' is not reported each epoch"):
         check_base(["data=iris"], None, "val/errors", None, "test")  # not among this run's metrics
+
+
+def test_shell_completion_finds_an_installed_plugins_configs_once_dlrun_has_loaded_it(workdir, monkeypatch):
+    from importlib.metadata import EntryPoint
+    from importlib import metadata
+
+    from dlrun.completion import ConfigTree
+
+    tree = workdir / "pkg_conf"
+    (tree / "model").mkdir(parents=True)
+    (tree / "model" / "pkg_net.yaml").write_text("# The package's net\nwidth: 3\nlayers: []\n")
+    write_package(workdir / "site", "pkg_plugin", {"__init__.py": f"from dlrun import plugins\nplugins.config_dir({str(tree)!r})\n"})
+    installed = [EntryPoint("pkg", "pkg_plugin", "dlrun.plugins")]
+    monkeypatch.setattr(metadata, "entry_points", lambda group: installed)
+    assert "model=pkg_net" not in [v for v, _ in ConfigTree(None, []).candidates("model=")]  # never loaded yet
+    load_plugins()
+    assert [v for v, _ in ConfigTree(None, []).candidates("model=pkg")] == ["model=pkg_net"]
+    assert [v for v, _ in ConfigTree(None, ["model=pkg_net"]).candidates("model.w")] == ["model.width=3"]
+    installed.append(EntryPoint("other", "other_plugin", "dlrun.plugins"))  # installed since: folders unknown
+    assert [v for v, _ in ConfigTree(None, []).candidates("model=pkg")] == []
