@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import numpy as np
 
+from dlrun.data.image_files import ImageFiles, header_size, read_pixels
+from dlrun.data.lazy import InMemory, stream_it
 from dlrun.data.raw import DATASETS, RawData
 from dlrun.errors import DataError
 from dlrun.registry import Range
@@ -17,7 +19,7 @@ LAYOUT = "one sub-folder per class holding that class's PNG or JPEG files (FOLDE
 
 @DATASETS.register("image_folder", "Your images: data.path=FOLDER with one sub-folder of PNG/JPEG files per class")
 def image_folder(path: str | None = None, image_size: Optional[Annotated[int, Range(ge=1)]] = None,
-                 grayscale: bool = False) -> RawData:
+                 grayscale: bool = False, in_memory: InMemory = "auto") -> RawData:
     """Images as pixel values 0-255, one class per sub-folder (sorted by name).
 
     Each image is converted to RGB (or to one gray channel with grayscale) and,
@@ -25,6 +27,11 @@ def image_folder(path: str | None = None, image_size: Optional[Annotated[int, Ra
     must have one size. The raw features, and so the served model's input, are
     the pixels flattened in (channel, row, column) order; the model sees
     (channels, height, width).
+
+    With in_memory false (or auto, when the pixels would take more than
+    dlrun.data.lazy.IN_MEMORY_LIMIT_BYTES as float32) the images are decoded a batch
+    at a time while training (ImageFiles); only the first is decoded here, and the
+    others' sizes are read from their headers when there is no image_size.
     """
     if not path:
         raise DataError(f"data=image_folder needs the folder: set data.path=FOLDER with {LAYOUT}.")
@@ -32,24 +39,34 @@ def image_folder(path: str | None = None, image_size: Optional[Annotated[int, Ra
     classes = _class_folders(folder)
     files = [(label, file) for label, class_dir in enumerate(classes) for file in _image_files(class_dir)]
     mode = "L" if grayscale else "RGB"
-    pixels, first_size = [], None
-    for _, file in files:
-        image = _read_image(file, mode)
-        if image_size is not None:
-            image = image.resize((image_size, image_size), _bilinear())
-        elif first_size is None:
-            first_size = (files[0][1], image.size)
-        elif image.size != first_size[1]:
-            (w0, h0), (w1, h1) = first_size[1], image.size
-            raise DataError(f"images in {folder} differ in size: '{first_size[0]}' is {w0}x{h0} pixels but '{file}' is "
-                            f"{w1}x{h1}. Set data.image_size=N to resize every image to N x N.")
-        array = np.asarray(image, dtype=np.uint8)
-        pixels.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))  # (C, H, W)
+    resize = (image_size, image_size) if image_size is not None else None
+    first = read_pixels(files[0][1], mode, resize)  # (C, H, W): the first image must be readable
+    y = np.array([label for label, _ in files], dtype=np.int64)
+    names = [c.name for c in classes]
+    if stream_it(in_memory, len(files) * first.size * 4):
+        size = (first.shape[2], first.shape[1])
+        if resize is None:
+            for _, file in files[1:]:
+                _same_size(folder, files[0][1], size, file, header_size(file))
+        features = ImageFiles([file for _, file in files], mode, size, resize=resize is not None)
+        return RawData(features, y, "classification", tuple(int(d) for d in first.shape), names, image=True)
+    pixels = [first]
+    for _, file in files[1:]:
+        pixels.append(read_pixels(file, mode, resize))
+        if resize is None:
+            _same_size(folder, files[0][1], first.shape[1:], file, pixels[-1].shape[1:], height_first=True)
     stacked = np.stack(pixels)
     x = stacked.reshape(len(stacked), -1).astype(np.float32)
-    y = np.array([label for label, _ in files], dtype=np.int64)
-    return RawData(x, y, "classification", tuple(int(d) for d in stacked.shape[1:]),
-                   [c.name for c in classes], image=True)
+    return RawData(x, y, "classification", tuple(int(d) for d in stacked.shape[1:]), names, image=True)
+
+
+def _same_size(folder: Path, first_file: Path, first_size, file: Path, size, height_first: bool = False) -> None:
+    """A DataError unless `file` has the first image's size ((width, height), or (height, width))."""
+    if tuple(size) == tuple(first_size):
+        return
+    (w0, h0), (w1, h1) = (first_size[::-1], size[::-1]) if height_first else (first_size, size)
+    raise DataError(f"images in {folder} differ in size: '{first_file}' is {w0}x{h0} pixels but '{file}' is "
+                    f"{w1}x{h1}. Set data.image_size=N to resize every image to N x N.")
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -81,19 +98,3 @@ def _image_files(class_dir: Path) -> list[Path]:
 
 def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def _read_image(file: Path, mode: str):
-    from PIL import Image
-
-    try:
-        with Image.open(file) as image:
-            return image.convert(mode)  # convert loads the pixels, so a truncated file fails here
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise DataError(f"cannot read image '{file}': {error}. Replace or remove the file.") from None
-
-
-def _bilinear():
-    from PIL import Image
-
-    return Image.Resampling.BILINEAR

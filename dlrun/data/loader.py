@@ -1,13 +1,15 @@
 """Batches by indexing whole slices of in-memory tensors.
 
 No per-sample __getitem__ and no collation: one index operation per batch, the
-cheapest path torch offers for data that fits in memory.
+cheapest path torch offers for data that fits in memory. The order of the batches
+(`BatchLoader.batch_plan`) is shared with the streaming loader (dlrun.data.streaming),
+which reads the same rows from disk.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Iterator, NamedTuple, Protocol
 
 import torch
 
@@ -23,6 +25,14 @@ class Progress(Protocol):
 
     def shard(self) -> tuple[int, int]:
         """(rank, world size): under DDP each rank trains its own share of an epoch."""
+
+
+class BatchJob(NamedTuple):
+    """One batch to make: the rows of the split it holds, in order (a slice for data read in order), and the
+    seed of its augmentation (None: not augmented)."""
+
+    rows: "torch.Tensor | slice"
+    augment_seed: int | None
 
 
 class BatchLoader:
@@ -75,10 +85,22 @@ class BatchLoader:
         self.resume_at = (self.epoch, int(state["batch"]))
 
     def __iter__(self):
+        for job in self.batch_plan():
+            inputs = self.x[job.rows]
+            if job.augment_seed is not None:
+                inputs = self.augment(inputs, torch.Generator().manual_seed(job.augment_seed))
+            yield inputs, self.y[job.rows]
+
+    def batch_plan(self) -> Iterator[BatchJob]:
+        """The batches of the pass an iterator opened now produces, as row indices and augmentation seeds.
+
+        Calling it starts the pass (it moves the loader to the next epoch), so each __iter__ calls it once;
+        the streaming loader (dlrun.data.streaming) hands the same jobs to its workers.
+        """
         n = len(self.x)
         if not self.shuffle:
             for start in range(0, n, self.batch_size):
-                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+                yield BatchJob(slice(start, min(start + self.batch_size, n)), None)  # a view of in-memory rows
             return
         epoch = self.progress.epoch() if self.progress else self.epoch
         first = self.resume_at[1] if epoch == self.resume_at[0] else 0
@@ -89,11 +111,8 @@ class BatchLoader:
             order = order[rank : n - n % world : world]
         for batch in range(first, len(self)):
             rows = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-            inputs = self.x[rows]
-            if self.augment is not None:
-                slot = batch * world + rank + 1
-                inputs = self.augment(inputs, torch.Generator().manual_seed(self._seed(epoch, slot)))
-            yield inputs, self.y[rows]
+            slot = batch * world + rank + 1
+            yield BatchJob(rows, self._seed(epoch, slot) if self.augment is not None else None)
 
     def _seed(self, epoch: int, batch: int = 0) -> int:
         return (self.seed * 1_000_003 + epoch) * 1_000_003 + batch
