@@ -18,6 +18,8 @@ from dlrun.errors import DataError
 if TYPE_CHECKING:  # annotations only: loading data imports torch lazily
     import torch
 
+    from dlrun.data.tokenizer import Tokenizer
+
 
 @dataclass
 class DataBundle:
@@ -39,6 +41,10 @@ class DataBundle:
     fingerprint: str  # sha256 of the raw data as loaded
     feature_names: list[str] = field(default_factory=list)  # the raw features' names, where the source has them
     split_rows: dict[str, np.ndarray] = field(default_factory=dict)  # "train"/"val"/"test": rows of the data as loaded
+    # Text data (data/text_prepare.py): x_* are int64 token ids, preprocess is an identity on them.
+    tokenizer: "Tokenizer | None" = None  # fitted on the training texts
+    text_column: str | None = None  # the CSV column the texts come from
+    text_example: list[str] | None = None  # a few raw training texts (raw_example holds their token ids)
 
     @property
     def out_features(self) -> int:
@@ -58,6 +64,10 @@ def load_data(data_cfg: dict, seed: int) -> DataBundle:
     options = {k: v for k, v in data_cfg.items() if k not in COMMON_KEYS}
     raw = DATASETS.get(name).builder(**DATASETS.bind(name, options, "data"))
     train, val, test = split_indices(raw, data_cfg["val_fraction"], data_cfg["test_fraction"], seed)
+    if raw.text is not None:  # texts: token ids from a tokenizer fitted on the training split
+        from dlrun.data.text_prepare import text_bundle_fields
+
+        return DataBundle(**text_bundle_fields(raw, train, val, test))
     return _bundle(raw, train, val, test)
 
 

@@ -39,6 +39,20 @@ class RawData:
     # (N, 2): the first and last time step each sample reads or predicts. When set, the
     # split is chronological (train, then val, then test) instead of shuffled.
     time_span: np.ndarray | None = None
+    # Text data: the texts and how to tokenize them; x is then (N, 0), the ids come after the split.
+    text: "TextColumn | None" = None
+
+
+@dataclass
+class TextColumn:
+    """A CSV's text column and the tokenizer options to fit on its training rows (data=text)."""
+
+    texts: list[str]  # one per row, in the file's order
+    column: str  # its name in the file
+    tokens: str  # "word" or "char"
+    vocab_size: int | None  # distinct training tokens kept; None keeps all
+    lowercase: bool
+    max_length: int  # token ids per text
 
 
 def encode_labels(values: Iterable[Any]) -> tuple[np.ndarray, list[str]]:
