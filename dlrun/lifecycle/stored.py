@@ -122,8 +122,11 @@ class StoredRun:
 
     def _refuse_foreign_model_code(self, model_uri: str) -> None:
         """An MLflow model names the module that loads it and may carry code; the run's model must be as
-        dlrun train logs it (mlflow.pytorch's loader, no code, a torch.export program) before it loads."""
+        dlrun train logs it (mlflow.pytorch's loader, no code, a torch.export program; a text run's: dlrun's
+        own loader and a data folder of the program and JSON) before it loads."""
         from mlflow.models import Model
+
+        from dlrun.serving.text_files import FILES as TEXT_FILES, FOLDER as TEXT_FOLDER, LOADER_MODULE as TEXT_LOADER
 
         model_id = model_uri.removeprefix("models:/")
         try:
@@ -133,8 +136,13 @@ class StoredRun:
                               f"{str(error).strip().splitlines()[0]}") from None
         pyfunc, pytorch = flavors.get("python_function", {}), flavors.get("pytorch", {})
         files = sorted(a.path for a in self.client.list_logged_model_artifacts(model_id, "data"))
-        expected = pyfunc.get("loader_module") == "mlflow.pytorch" and not pyfunc.get("code") and \
-            not pytorch.get("code") and files == ["data/model.pt2"]
+        if pyfunc.get("loader_module") == TEXT_LOADER and files == [f"data/{TEXT_FOLDER}"]:
+            files = sorted(a.path for a in self.client.list_logged_model_artifacts(model_id, f"data/{TEXT_FOLDER}"))
+            expected = not pyfunc.get("code") and pyfunc.get("data") == f"data/{TEXT_FOLDER}" and \
+                files == [f"data/{TEXT_FOLDER}/{name}" for name in TEXT_FILES]
+        else:
+            expected = pyfunc.get("loader_module") == "mlflow.pytorch" and not pyfunc.get("code") and \
+                not pytorch.get("code") and files == ["data/model.pt2"]
         if not expected:
             raise ConfigError(f"the model {model_uri} of run {self.run_id} is not as dlrun train logs it (loader "
                               f"{pyfunc.get('loader_module')!r}, code {pyfunc.get('code') or pytorch.get('code')!r}, "

@@ -173,21 +173,27 @@ class RunRecord:
         if folder.is_dir() and any(folder.iterdir()):
             self._store("checkpoints/", self.client.log_artifacts, self.run_id, str(folder), "checkpoints")
 
-    def log_model(self, model: Any, input_example, requirements: list[str]) -> str | None:
+    def log_model(self, model: Any, input_example, requirements: list[str], text=None) -> str | None:
         """Log the serving module as an MLflow 3 LoggedModel named 'model'; its URI. With the server
         gone, the artifact store refusing it (disk full, no permission) or the store still locked, the
         model is saved in the run's local folder instead and that path returned; None if that fails too.
 
         Not retried while locked: each call makes a new LoggedModel. The format is pt2 (a torch.export
-        program) everywhere: MLflow would pickle it for a Databricks store, which dlrun never loads."""
+        program) everywhere: MLflow would pickle it for a Databricks store, which dlrun never loads.
+
+        Args:
+            model: the ServingModel.
+            input_example: a few raw rows (a text run: a few raw texts).
+            requirements: the model's pip requirements.
+            text: a text run's TextServing (dlrun.serving.text_model): the model is then a pyfunc model
+                that tokenizes strings (dlrun.serving.text_logging), not mlflow.pytorch's.
+        """
         import mlflow
-        import mlflow.pytorch
 
         if self.buffer.server_answers():
             try:
                 with active_store(self.uri), mlflow.start_run(run_id=self.run_id):
-                    info = mlflow.pytorch.log_model(model, name="model", input_example=input_example,
-                                                    pip_requirements=requirements, serialization_format="pt2")
+                    info = _log_served(model, input_example, requirements, text)
                 self.set_tags({"dlrun.model_uri": info.model_uri})
                 return info.model_uri
             except Exception as error:
@@ -197,19 +203,16 @@ class RunRecord:
                     self.buffer.go_offline(error)
                 else:
                     raise
-        return self._save_model_locally(model, input_example, requirements)
+        return self._save_model_locally(model, input_example, requirements, text)
 
-    def _save_model_locally(self, model: Any, input_example, requirements: list[str]) -> str | None:
-        import mlflow.pytorch
-
+    def _save_model_locally(self, model: Any, input_example, requirements: list[str], text=None) -> str | None:
         if self.local_dir is None:  # never a folder of the user's: a fresh one, named where it is reported
             local = Path(tempfile.mkdtemp(prefix="dlrun-model-")) / "model"
         else:
             local = self.local_dir / "model"
             shutil.rmtree(local, ignore_errors=True)  # a model saved by an earlier, failed attempt of this run
         try:
-            mlflow.pytorch.save_model(model, str(local), input_example=input_example, pip_requirements=requirements,
-                                      serialization_format="pt2")
+            _save_served(model, input_example, requirements, text, local)
         except Exception as error:
             if not is_storage_error(error):
                 raise
@@ -256,3 +259,28 @@ class RunRecord:
         self.refused.append(what)
         if self.refusal is None:
             self.refusal = _first_line(error)
+
+
+def _log_served(model: Any, input_example, requirements: list[str], text):
+    """The served model in the active MLflow run: mlflow.pytorch's pt2 model, or a text run's pyfunc model."""
+    if text is not None:
+        from dlrun.serving.text_logging import log_text_model
+
+        return log_text_model(model, text, input_example, requirements)
+    import mlflow.pytorch
+
+    return mlflow.pytorch.log_model(model, name="model", input_example=input_example, pip_requirements=requirements,
+                                    serialization_format="pt2")
+
+
+def _save_served(model: Any, input_example, requirements: list[str], text, path: Path) -> None:
+    """The same model saved in the local folder path."""
+    if text is not None:
+        from dlrun.serving.text_logging import save_text_model
+
+        save_text_model(model, text, input_example, requirements, path)
+        return
+    import mlflow.pytorch
+
+    mlflow.pytorch.save_model(model, str(path), input_example=input_example, pip_requirements=requirements,
+                              serialization_format="pt2")

@@ -87,6 +87,12 @@ def record_results(record, run: RunConfig, prepared, history: list[dict[str, flo
     if not log_model:
         record.set_tags({SERVED_FROM_CHECKPOINT: "checkpoint"})
         return None
+    if getattr(data, "tokenizer", None) is not None:  # a text run: a pyfunc model that tokenizes raw strings
+        from dlrun.serving.text_model import TextServing
+        from dlrun.version import __version__
+
+        return record.log_model(_serving_model(data, net), list(data.text_example), [*_requirements(),
+                                f"dlrun=={__version__}"], text=TextServing.of(data))
     return record.log_model(_serving_model(data, net), data.raw_example, _requirements())
 
 
@@ -116,5 +122,8 @@ def _tags(data) -> dict[str, str]:
 
 def _data_info(data) -> str:
     """What predict and eval need to know of the data without loading it again."""
-    return json.dumps({"task": data.task, "class_names": data.class_names, "num_classes": data.num_classes,
-                       "sample_shape": list(data.sample_shape), "fingerprint": data.fingerprint}, indent=2)
+    info = {"task": data.task, "class_names": data.class_names, "num_classes": data.num_classes,
+            "sample_shape": list(data.sample_shape), "fingerprint": data.fingerprint}
+    if getattr(data, "text_column", None):  # a text run: predict reads this column of a CSV
+        info["text_column"] = data.text_column
+    return json.dumps(info, indent=2)
