@@ -39,6 +39,8 @@ TOP_LEVEL = {
 # Keys a config may leave out: runs recorded before they existed have none.
 OPTIONAL_TOP_LEVEL = {"metrics": list, "callbacks": list}
 DATA_COMMON = {"batch_size": Annotated[int, Range(ge=1)], "val_fraction": Fraction, "test_fraction": Fraction}
+# Common data keys a config may leave out (runs recorded before they existed have none): "auto" or a type.
+OPTIONAL_DATA_COMMON = {"num_workers": Annotated[int, Range(ge=0)]}
 REGULARIZATION = {"l1": NonNegative, "l2": NonNegative, "dropout": Annotated[float, Range(ge=0, lt=1)]}
 TRACKING = {"uri": Optional[str], "experiment": str, "log_model": bool, "system_metrics": bool}
 # The stores MLflow opens by URI (a plain path would be its retired file store).
@@ -138,6 +140,13 @@ def _validate(composed: Composed) -> RunConfig:
         if key not in data:
             raise ConfigError(f"'data.{key}' is missing; every data config sets it.")
         check_value(data[key], DATA_COMMON[key], f"data.{key}")
+    for key in OPTIONAL_DATA_COMMON.keys() & data.keys():
+        if data[key] != "auto":
+            try:
+                check_value(data[key], OPTIONAL_DATA_COMMON[key], f"data.{key}")
+            except BadValue:
+                raise BadValue(f"data.{key}", f"'data.{key}' must be auto or a count of 0 or more, got "
+                                              f"{data[key]!r}.") from None
     if data["val_fraction"] + data["test_fraction"] >= 1:
         raise ConfigError(
             f"data.val_fraction ({data['val_fraction']}) + data.test_fraction ({data['test_fraction']}) "

@@ -19,8 +19,10 @@ from dlrun.registry import Choice
 
 # `auto` keeps data in memory up to this many bytes of float32 features, and streams it beyond.
 IN_MEMORY_LIMIT_BYTES = 1 << 30  # 1 GiB
-# Rows read per step when a whole data set is materialized or scanned (scaling, fingerprint).
+# Rows read per step when a whole data set is materialized or scanned (scaling, fingerprint): at most
+# CHUNK_ROWS, and no more than CHUNK_BYTES of float64 (a chunk of 224x224 images would be GBs).
 CHUNK_ROWS = 4096
+CHUNK_BYTES = 64 << 20  # 64 MiB
 
 InMemory = Annotated[Union[bool, str], Choice("auto", True, False)]
 
@@ -87,8 +89,9 @@ class MemmapFeatures:
         return np.asarray(picked, dtype=np.float32).reshape(len(picked), self.shape[1])
 
     def fingerprint_into(self, digest) -> None:
-        for start in range(0, len(self), CHUNK_ROWS):
-            digest.update(np.ascontiguousarray(self.rows(np.arange(start, min(start + CHUNK_ROWS, len(self))))).tobytes())
+        step = chunk_rows(self)
+        for start in range(0, len(self), step):
+            digest.update(np.ascontiguousarray(self.rows(np.arange(start, min(start + step, len(self))))).tobytes())
 
     def describe(self) -> str:
         return self.path
@@ -102,10 +105,16 @@ def stream_it(in_memory: bool | str, float32_bytes: int) -> bool:
     return not in_memory
 
 
+def chunk_rows(features: LazyFeatures) -> int:
+    """Rows per chunk of a pass over `features`: CHUNK_ROWS, fewer for wide rows (CHUNK_BYTES as float64)."""
+    return max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * max(1, features.shape[1]))))
+
+
 def materialize(features: LazyFeatures) -> np.ndarray:
     """All rows in memory, read in chunks (float32, (N, F))."""
     out = np.empty(features.shape, dtype=np.float32)
-    for start in range(0, len(features), CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, len(features))
+    step = chunk_rows(features)
+    for start in range(0, len(features), step):
+        stop = min(start + step, len(features))
         out[start:stop] = features.rows(np.arange(start, stop))
     return out

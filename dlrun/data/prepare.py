@@ -1,7 +1,9 @@
 """Split the raw data (seeded, stratified for classification) and fit scaling on train.
 
 The result is a DataBundle: model-ready tensors for each split plus the
-preprocessing as torch modules, so the served model takes raw features.
+preprocessing as torch modules, so the served model takes raw features. Features a
+source streams (dlrun.data.lazy) stay on disk: each split is then a LazySplit (its
+rows, preprocessed per batch) and the scaling is fitted by a chunked pass.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dlrun.data.lazy import LazyFeatures
 from dlrun.data.sources import DATASETS, RawData
 from dlrun.errors import DataError
 
@@ -23,7 +26,11 @@ if TYPE_CHECKING:  # annotations only: loading data imports torch lazily
 
 @dataclass
 class DataBundle:
-    """Everything training needs from the data, independent of its source."""
+    """Everything training needs from the data, independent of its source.
+
+    x_train, x_val and x_test are model-ready tensors, or LazySplits (dlrun.data.streaming) when the
+    source streams its features: those have len() and shape and are read by slicing (split[a:b]).
+    """
 
     x_train: "torch.Tensor"
     y_train: "torch.Tensor"
@@ -133,19 +140,13 @@ def _chronological_split(time_span: np.ndarray, n_val: int, n_test: int, val_fra
     return np.sort(train), np.sort(val), np.sort(test)
 
 
-def _bundle(raw: RawData, train, val, test) -> DataBundle:
+def _bundle(raw: RawData, train, val, test, num_workers=None) -> DataBundle:
     import torch
     from torch import nn
 
     from dlrun.models.modules import Probabilities, Reshape, Standardize, Unstandardize
 
-    x_fit = raw.x[train].astype(np.float64)
-    # Pixels (or lagged values of one series) share one scale, so an always-blank
-    # pixel is not blown up and every lag is scaled alike.
-    if raw.image or raw.shared_scale:
-        mean, scale = np.full(raw.x.shape[1], x_fit.mean()), np.full(raw.x.shape[1], x_fit.std())
-    else:
-        mean, scale = x_fit.mean(axis=0), x_fit.std(axis=0)
+    mean, scale = _scaling(raw, train, num_workers)
     scale = np.where(scale > 1e-12, scale, 1.0)
     steps = [Standardize(torch.tensor(mean), torch.tensor(scale))]
     if raw.sample_shape != (raw.x.shape[1],):
@@ -163,24 +164,56 @@ def _bundle(raw: RawData, train, val, test) -> DataBundle:
         y = torch.as_tensor((raw.y - y_mean) / y_scale, dtype=torch.float32)
         postprocess = Unstandardize(torch.tensor(y_mean), torch.tensor(y_scale))
         num_classes = 0
-    with torch.no_grad():
-        x = preprocess(torch.tensor(raw.x, dtype=torch.float32)).contiguous()  # a copy: sources may be read-only
-    index = {name: torch.as_tensor(rows, dtype=torch.long) for name, rows in (("train", train), ("val", val), ("test", test))}
+    rows = {"train": train, "val": val, "test": test}
+    index = {name: torch.as_tensor(split, dtype=torch.long) for name, split in rows.items()}
+    if isinstance(raw.x, LazyFeatures):  # each split reads its rows from the source a batch at a time
+        from dlrun.data.streaming import LazySplit
+
+        x = {name: LazySplit(raw.x, split, preprocess, tuple(raw.sample_shape)) for name, split in rows.items()}
+        example = raw.x.rows(train[:5])
+    else:
+        with torch.no_grad():
+            whole = preprocess(torch.tensor(raw.x, dtype=torch.float32)).contiguous()  # a copy: sources may be read-only
+        x = {name: whole[split] for name, split in index.items()}
+        example = raw.x[train[:5]].astype(np.float32)
     return DataBundle(
-        x_train=x[index["train"]], y_train=y[index["train"]],
-        x_val=x[index["val"]], y_val=y[index["val"]],
-        x_test=x[index["test"]], y_test=y[index["test"]],
+        x_train=x["train"], y_train=y[index["train"]],
+        x_val=x["val"], y_val=y[index["val"]],
+        x_test=x["test"], y_test=y[index["test"]],
         task=raw.task, num_classes=num_classes, class_names=raw.class_names,
         sample_shape=tuple(raw.sample_shape), preprocess=preprocess, postprocess=postprocess.eval(),
-        raw_example=raw.x[train[:5]].astype(np.float32), fingerprint=fingerprint(raw),
-        feature_names=list(raw.feature_names), split_rows={"train": train, "val": val, "test": test},
+        raw_example=example, fingerprint=fingerprint(raw),
+        feature_names=list(raw.feature_names), split_rows=rows,
     )
 
 
+def _scaling(raw: RawData, train: np.ndarray, num_workers=None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of the training rows, float64, one per feature. Pixels (or lagged values of one series)
+    share one scale, so an always-blank pixel is not blown up and every lag is scaled alike. Streamed
+    features are fitted by a chunked pass (dlrun.data.lazy_scaling) that agrees with this one."""
+    shared = raw.image or raw.shared_scale
+    if isinstance(raw.x, LazyFeatures):
+        from dlrun.data.lazy_scaling import fit_scaling
+        from dlrun.data.streaming import resolve_num_workers
+
+        return fit_scaling(raw.x, train, shared, resolve_num_workers(num_workers))
+    x_fit = raw.x[train].astype(np.float64)
+    if shared:
+        return np.full(raw.x.shape[1], x_fit.mean()), np.full(raw.x.shape[1], x_fit.std())
+    return x_fit.mean(axis=0), x_fit.std(axis=0)
+
+
 def fingerprint(raw: RawData) -> str:
-    """A hash of the data as loaded: features, targets and task."""
+    """A hash of the data as loaded: features, targets and task. Streamed features hash what their source
+    says identifies them (a memory-mapped array's values, as in memory; image files' bytes)."""
     digest = hashlib.sha256()
-    for part in (np.ascontiguousarray(raw.x), np.ascontiguousarray(raw.y)):
+    if isinstance(raw.x, LazyFeatures):
+        digest.update(f"float32{tuple(raw.x.shape)}".encode())
+        raw.x.fingerprint_into(digest)
+        parts = (np.ascontiguousarray(raw.y),)
+    else:
+        parts = (np.ascontiguousarray(raw.x), np.ascontiguousarray(raw.y))
+    for part in parts:
         digest.update(str(part.dtype).encode() + str(part.shape).encode() + part.tobytes())
     digest.update(raw.task.encode())
     return digest.hexdigest()

@@ -21,7 +21,8 @@ from dlrun.registry import Registry
 DATASETS = Registry("data set")
 
 # Keys under `data` that every source shares; the rest go to the source's builder.
-COMMON_KEYS = ("name", "batch_size", "val_fraction", "test_fraction")
+# num_workers: the processes that read streamed data (dlrun.data.streaming); optional.
+COMMON_KEYS = ("name", "batch_size", "val_fraction", "test_fraction", "num_workers")
 
 
 @dataclass

@@ -62,14 +62,27 @@ def make_loaders(run: RunConfig, prepared: Prepared, progress=None) -> dict:
     """Train (shuffled, seeded, augmented), val and test batch loaders; `progress` is what the
     training loop tells the training loader (its position, for checkpoints and resume)."""
     from dlrun.data.loader import BatchLoader
+    from dlrun.data.streaming import LazySplit, StreamingLoader, resolve_num_workers
 
     data, batch_size = prepared.data, run.data["batch_size"]
+    loader, streamed = BatchLoader, {}
+    if isinstance(data.x_train, LazySplit):  # streamed from disk by workers; data in memory needs none
+        loader = StreamingLoader
+        streamed = {"num_workers": resolve_num_workers(run.data.get("num_workers")), "pin_memory": _on_gpu(run)}
     return {
-        "train": BatchLoader(data.x_train, data.y_train, batch_size, shuffle=True, seed=run.seed,
-                             augment=prepared.augment, progress=progress),
-        "val": BatchLoader(data.x_val, data.y_val, batch_size, shuffle=False),
-        "test": BatchLoader(data.x_test, data.y_test, batch_size, shuffle=False),
+        "train": loader(data.x_train, data.y_train, batch_size, shuffle=True, seed=run.seed,
+                        augment=prepared.augment, progress=progress, **streamed),
+        "val": loader(data.x_val, data.y_val, batch_size, shuffle=False, **streamed),
+        "test": loader(data.x_test, data.y_test, batch_size, shuffle=False, **streamed),
     }
+
+
+def _on_gpu(run: RunConfig) -> bool:
+    """Whether the trainer trains on a CUDA GPU (pinned memory pays off only there)."""
+    import torch
+
+    accelerator = str(run.trainer.get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def _check_optimization(module) -> None:

@@ -1,0 +1,165 @@
+"""Splits read from disk a batch at a time, and the loader that reads them in worker processes.
+
+A `LazySplit` is what a DataBundle holds for a split of streamed features (dlrun.data.lazy): its
+rows of the source and the preprocessing, applied per batch. `StreamingLoader` makes the same
+batches as BatchLoader, in the same order: it takes BatchLoader's batch plan (rows and
+augmentation seed of each batch, drawn in the main process) and hands each job to a torch
+DataLoader (batch_size=None) whose workers only read the rows, preprocess and augment them. So
+every batch is still a pure function of (seed, epoch, batch index), whatever the number of
+workers, and a resumed run reads exactly the batches the uninterrupted one would have.
+
+A file that cannot be read in a worker comes back as a value, not as the worker's exception (which
+torch would re-raise with the worker's traceback in its message), and is raised here as the
+source's DataError.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+import torch
+
+from dlrun.data.loader import BatchJob, BatchLoader
+from dlrun.errors import DataError
+
+if TYPE_CHECKING:
+    from dlrun.data.lazy import LazyFeatures
+
+# data.num_workers=auto: one worker per core but one (the training process's), at most this many.
+MAX_AUTO_WORKERS = 8
+NumWorkers = Union[int, str]  # a count >= 0, or "auto" (checked in dlrun.config.validate)
+
+
+def resolve_num_workers(value: NumWorkers | None) -> int:
+    """The worker processes to read streamed data with: `auto` (or a config without the key) gives one per
+    core the process may use, less one for training itself, at most MAX_AUTO_WORKERS; 0 reads in the
+    training process. A daemonic process (a grid's pool worker) cannot start processes: 0 there."""
+    if multiprocessing.current_process().daemon:
+        return 0
+    if value is None or value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(0, min(MAX_AUTO_WORKERS, cores - 1))
+    return int(value)
+
+
+class LazySplit:
+    """The model inputs of one split, read on demand: `split[positions]` reads those rows of the split from
+    the source and preprocesses them (a float32 tensor of shape (len(positions), *sample_shape)).
+
+    Args:
+        features: the source's LazyFeatures (raw rows, float32).
+        rows: the split's rows of the source, in the split's order.
+        preprocess: the bundle's preprocessing (raw (N, F) -> model input), fitted on the training split.
+        sample_shape: the model's view of one sample.
+    """
+
+    def __init__(self, features: "LazyFeatures", rows: np.ndarray, preprocess: torch.nn.Module,
+                 sample_shape: tuple[int, ...]):
+        self.features, self.rows, self.preprocess = features, np.asarray(rows, dtype=np.int64), preprocess
+        self.shape = (len(self.rows), *sample_shape)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions) -> torch.Tensor:
+        if isinstance(positions, torch.Tensor):
+            positions = positions.numpy()
+        picked = np.atleast_1d(self.rows[positions])
+        with torch.no_grad():
+            return self.preprocess(torch.from_numpy(self.features.rows(picked))).contiguous()
+
+    def to(self, device) -> "LazySplit":
+        """Itself: rows are moved to a device batch by batch, by whoever reads them."""
+        return self
+
+
+def worker_loader(dataset, jobs, num_workers: int, pin_memory: bool = False, persistent: bool = False):
+    """A torch DataLoader that turns each of `jobs` (any iterable of keys) into `dataset[job]`, in order.
+
+    Its workers are forked on Linux (the dataset holds functions, such as an augmentation, that need not
+    pickle), and its own generator draws the workers' base seed, which torch would otherwise take from the
+    global generator that dropout draws from: reading with workers must not change training.
+    """
+    from torch.utils.data import DataLoader
+
+    fork = num_workers > 0 and sys.platform.startswith("linux")
+    return DataLoader(dataset, batch_size=None, sampler=jobs, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=persistent and num_workers > 0, generator=torch.Generator().manual_seed(0),
+                      multiprocessing_context="fork" if fork else None, collate_fn=_as_made)
+
+
+def _as_made(item):
+    """The dataset's item as it made it (torch's default would turn NumPy values into tensors)."""
+    return item
+
+
+class Unreadable:
+    """What a worker returns for a batch it could not read: the DataError's message (it names the file)."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def raise_if_unreadable(item):
+    """item, or the DataError a worker sent back instead of it."""
+    if isinstance(item, Unreadable):
+        raise DataError(item.message)
+    return item
+
+
+class _BatchMaker:
+    """dataset[job] -> (inputs, targets): the split's rows, preprocessed, then augmented with the job's seed."""
+
+    def __init__(self, x: LazySplit, y: torch.Tensor, augment):
+        self.x, self.y, self.augment = x, y, augment
+
+    def __getitem__(self, job: BatchJob):
+        rows = torch.arange(len(self.x))[job.rows] if isinstance(job.rows, slice) else job.rows
+        try:
+            inputs = self.x[rows]
+        except DataError as error:
+            return Unreadable(str(error))
+        if job.augment_seed is not None:
+            inputs = self.augment(inputs, torch.Generator().manual_seed(job.augment_seed))
+        return inputs, self.y[rows]
+
+
+class _Jobs:
+    """The sampler of the loader's DataLoader: the current pass's batch jobs (set before each pass, so that
+    persistent workers serve every pass)."""
+
+    def __init__(self):
+        self.current: list[BatchJob] = []
+
+    def __iter__(self):
+        return iter(self.current)
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+
+class StreamingLoader(BatchLoader):
+    """BatchLoader over a LazySplit: the same batches, read by `num_workers` DataLoader workers.
+
+    Args:
+        x: the split's LazySplit; y: its targets (in memory); the rest as BatchLoader's.
+        num_workers: worker processes (0: read in this process).
+        pin_memory: on a GPU: batches in pinned memory (Lightning then copies them without blocking), and
+            workers kept from one pass to the next.
+    """
+
+    def __init__(self, x: LazySplit, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 augment=None, progress=None, num_workers: int = 0, pin_memory: bool = False):
+        super().__init__(x, y, batch_size, shuffle, seed=seed, augment=augment, progress=progress)
+        self._jobs = _Jobs()
+        self._loader = worker_loader(_BatchMaker(x, y, augment), self._jobs, num_workers, pin_memory,
+                                     persistent=pin_memory)
+
+    def __iter__(self):
+        self._jobs.current = list(self.batch_plan())
+        for item in self._loader:
+            yield raise_if_unreadable(item)
