@@ -23,13 +23,14 @@ NESTED = ("repeat", "residual")
 
 @LAYERS.register("repeat", "The layers under `layers`, `times` times in a row")
 def repeat(ctx: LayerContext, in_shape, layers: list, times: Annotated[int, Range(ge=0)] = 1):
-    from torch import nn
+    from dlrun.models.sequence_modules import MaskedSequential
 
     blocks, shape = [], tuple(in_shape)
     for _ in range(times):  # each repetition is sized for what the one before gives
         blocks.append(build_sequence(list(layers), shape, ctx))
-        shape = output_shape(blocks[-1], shape)
-    return nn.Sequential(*blocks)
+        produced = output_shape(blocks[-1], shape)
+        ctx, shape = _padding_after(blocks[-1], ctx, produced), produced
+    return MaskedSequential(*blocks)
 
 
 @LAYERS.register("residual", "The layers under `layers` plus a skip connection: x + f(x)")
@@ -57,8 +58,9 @@ def check_layer_specs(specs: Any, where: str) -> None:
 
 
 def build_sequence(specs: Sequence[Mapping], in_shape: tuple[int, ...], ctx: LayerContext):
-    """Build the layers of `specs` in order for samples of `in_shape`; an nn.Sequential."""
-    from torch import nn
+    """Build the layers of `specs` in order for samples of `in_shape`; a MaskedSequential (an
+    nn.Sequential that hands an embedding's padding mask on to the layers after it)."""
+    from dlrun.models.sequence_modules import MaskedSequential
 
     modules = []
     shape = tuple(in_shape)
@@ -70,9 +72,20 @@ def build_sequence(specs: Sequence[Mapping], in_shape: tuple[int, ...], ctx: Lay
         bound = LAYERS.bind(type_name, options, at)
         inner_where = f"{at}.layers" if type_name in NESTED else at
         module = LAYERS.get(type_name).builder(replace(ctx, where=inner_where), shape, **bound)
-        shape = _output_shape(module, shape, at, type_name)
+        produced = _output_shape(module, shape, at, type_name)
+        ctx, shape = _padding_after(module, ctx, produced), produced
         modules.append(module)
-    return nn.Sequential(*modules)
+    return MaskedSequential(*modules)
+
+
+def _padding_after(module, ctx: LayerContext, produced: tuple[int, ...]) -> LayerContext:
+    """The context of the next layer: padded from an embedding on, while the steps stay as they are
+    (MaskedSequential's rule at run time), so that builders can refuse what padding would break."""
+    if getattr(module, "makes_padding", False):
+        return replace(ctx, padded_steps=produced[0])
+    if ctx.padded_steps is not None and (len(produced) != 2 or produced[0] != ctx.padded_steps):
+        return replace(ctx, padded_steps=None)
+    return ctx
 
 
 def output_shape(module, in_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -107,7 +120,7 @@ def _split(spec: Any, where: str) -> tuple[str, dict]:
 
 
 def build_model(layers: Sequence[Mapping], sample_shape: tuple[int, ...], out_features: int,
-                activation: tuple[str, dict], dropout: float):
+                activation: tuple[str, dict], dropout: float, vocab_size: int | None = None):
     """The nn.Module for a model's layer list, sized for the data and the task.
 
     Args:
@@ -116,14 +129,22 @@ def build_model(layers: Sequence[Mapping], sample_shape: tuple[int, ...], out_fe
         out_features: what the last layer must output per sample.
         activation: (name, options) of the chosen activation.
         dropout: regularization.dropout, for dropout layers without their own p.
+        vocab_size: the size of the tokenizer's vocabulary when samples are token ids (text data),
+            for embedding layers; None for other data.
     """
     from dlrun.components.activations import ACTIVATIONS
 
     name, options = activation
     builder = ACTIVATIONS.get(name).builder
     ctx = LayerContext(activation=lambda: builder(**options), dropout=dropout,
-                       out_features=out_features, where="model.layers")
+                       out_features=out_features, where="model.layers", vocab_size=vocab_size)
     net = build_sequence(layers, sample_shape, ctx)
+    if vocab_size is not None and not net.makes_padding:
+        raise ConfigError(
+            f"this data gives token ids shaped {tuple(sample_shape)} (text), which a model reads through an embedding "
+            "layer, but model.layers has none. Use model=text_lstm or model=text_transformer, or start model.layers "
+            "with {type: embedding}."
+        )
     produced = output_shape(net, sample_shape)
     if produced != (out_features,):
         raise ConfigError(

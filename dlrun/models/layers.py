@@ -28,6 +28,8 @@ class LayerContext:
     dropout: float  # regularization.dropout, for dropout layers without their own p
     out_features: int  # the task's output size: classes, 1 for binary bce, or targets
     where: str  # dotted config path of the layer, for messages
+    vocab_size: int | None = None  # token ids' vocabulary (text data), for an embedding layer
+    padded_steps: int | None = None  # set while the input's steps carry the padding mask of an embedding before
 
 
 def _need_dims(ctx: LayerContext, in_shape: tuple[int, ...], dims: int, layout: str, type_name: str) -> None:

@@ -18,12 +18,14 @@ class Reshape(nn.Module):
 class Residual(nn.Module):
     """x + block(x): a skip connection around a block that keeps the shape."""
 
+    takes_padding = True  # the block's layers may mask padded steps (dlrun.models.sequence_modules)
+
     def __init__(self, block: nn.Module):
         super().__init__()
         self.block = block
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
+    def forward(self, x: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        return x + (self.block(x) if padding is None else self.block(x, padding))
 
 
 class Standardize(nn.Module):

@@ -1,8 +1,10 @@
-"""Sequence layer types: a sequence view, recurrent layers, a transformer encoder, step pooling.
+"""Sequence layer types: token embedding, a sequence view, recurrent layers, a transformer encoder,
+step pooling.
 
 They register into the same LAYERS registry as dlrun.models.layers (build.py imports
 this module, so every model checked or built sees them). A sequence sample is shaped
-(steps, features); `to_sequence` turns images and plain series into one. Torch is
+(steps, features); `to_sequence` turns images and plain series into one, `embedding` token ids
+(whose padding the layers after it mask: see dlrun.models.sequence_modules). Torch is
 imported inside the builders only, so validating a config stays torch-free.
 """
 
@@ -25,6 +27,24 @@ def _need_steps(ctx: LayerContext, in_shape: tuple[int, ...], type_name: str) ->
         )
 
 
+@LAYERS.register("embedding",
+                 "Token ids (steps,) -> (steps, dim) vectors; the vocabulary size comes from the data (data=text); "
+                 "the layers after it mask the padding (id 0)")
+def embedding(ctx: LayerContext, in_shape, dim: Positive = 64):
+    from dlrun.models.sequence_modules import TokenEmbedding
+
+    if ctx.vocab_size is None:
+        raise ConfigError(
+            f"embedding at {ctx.where} takes token ids, which only text data gives (data=text), but this data's "
+            f"samples are features shaped {tuple(in_shape)}. Use a model without an embedding for this data "
+            "(model=mlp, model=lstm, ...), or data=text."
+        )
+    if len(in_shape) != 1:
+        raise ConfigError(f"embedding at {ctx.where} takes token ids shaped (steps,), but it gets {tuple(in_shape)}. "
+                          "Put it first in model.layers.")
+    return TokenEmbedding(ctx.vocab_size, dim)
+
+
 @LAYERS.register("to_sequence", "View each sample as (steps, features): image rows as steps, (L,) as (L, 1)")
 def to_sequence(ctx: LayerContext, in_shape):
     from dlrun.models.sequence_modules import AsSequence
@@ -44,6 +64,12 @@ def _recurrent(kind: str, ctx: LayerContext, in_shape, hidden: int, layers: int,
     from dlrun.models.sequence_modules import Recurrent
 
     _need_steps(ctx, in_shape, kind)
+    if ctx.padded_steps is not None and bidirectional and layers > 1:
+        raise ConfigError(
+            f"{kind} at {ctx.where}: after an embedding, a bidirectional {kind} masks padding with one layer only "
+            f"(a second layer's backward direction would read the first layer's padded steps), but it has {layers}. "
+            f"Set layers: 1, bidirectional: false, or stack two {kind} layers of layers: 1 each."
+        )
     p = ctx.dropout if dropout is None else dropout
     rnn_class = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
     # torch applies dropout between stacked layers only, and warns when there are none.

@@ -43,11 +43,12 @@ def prepare(run: RunConfig) -> Prepared:
     quiet_lightning()
     pl.seed_everything(run.seed, verbose=False)
     data = load_data(run.data, run.seed)
-    augment = _augmentation(run, data.sample_shape)  # an image-only augmentation on other data fails here
+    augment = _augmentation(run, data.sample_shape, data.tokenizer is not None)  # one that does not fit fails here
     loss_name, loss_options = run.loss
     check_fits(loss_name, data.task, data.num_classes)
     net = build_model(run.config["model"]["layers"], data.sample_shape, output_size(loss_name, data),
-                      run.activation, run.regularization["dropout"])
+                      run.activation, run.regularization["dropout"],
+                      vocab_size=len(data.tokenizer.vocab) if data.tokenizer is not None else None)
     module = DlrunModule(
         net, LOSSES.get(loss_name).builder(data.num_classes, **loss_options), _optimizer_factory(run), data.task,
         data.num_classes, l1=run.regularization["l1"], l2=run.regularization["l2"],
@@ -153,11 +154,14 @@ def _checked_metric(name: str, entry, context, options: dict):
     return metric
 
 
-def _augmentation(run: RunConfig, sample_shape: tuple[int, ...]):
+def _augmentation(run: RunConfig, sample_shape: tuple[int, ...], tokenized: bool = False):
     """The training batches' augmentation for samples of sample_shape; a ConfigError if it does not fit them."""
     from dlrun.data.augment import AUGMENTS
 
     name, options = run.augment
+    if tokenized and name != "none":  # noise on token ids would make other tokens, not noisy ones
+        raise ConfigError(f"augment={name} changes feature values, but text data's samples are token ids. "
+                          "Use augment=none for data=text.")
     return AUGMENTS.get(name).builder(sample_shape, **options)
 
 

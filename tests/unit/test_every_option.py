@@ -16,6 +16,7 @@ from dlrun.config.compose import compose
 from dlrun.config.paths import PACKAGE_CONF, group_options
 from dlrun.config.validate import validate
 from dlrun.training.setup import prepare
+from tests.text_data import write_reviews
 
 OPTIONS = [(group, option) for group, options in sorted(group_options([PACKAGE_CONF]).items()) for option in options]
 
@@ -30,7 +31,14 @@ NEEDS = {
     ("data", "spirals"): lambda files: ["data.n_samples=60"],
     ("data", "sine"): lambda files: ["data.length=120"],
     ("loss", "bce"): lambda files: ["data=breast_cancer"],  # one logit: a two-class task
+    ("data", "text"): lambda files: _text(files),
+    ("model", "text_lstm"): lambda files: ["data=text", *_text(files)],  # token ids: text data
+    ("model", "text_transformer"): lambda files: ["data=text", *_text(files)],
 }
+
+
+def _text(files: dict[str, str]) -> list[str]:
+    return [f"data.path={files['text']}", "data.text=review", "data.target=label"]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +56,9 @@ def files(tmp_path_factory) -> dict[str, str]:
             pixels = rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(folder / "images" / label / f"{index}.png")
     (folder / "series.csv").write_text("t,value\n" + "".join(f"{t},{np.sin(t / 5):.4f}\n" for t in range(200)))
+    write_reviews(folder / "reviews.csv", rows=40)
     return {"csv": str(folder / "table.csv"), "npz": str(folder / "arrays.npz"), "images": str(folder / "images"),
-            "series": str(folder / "series.csv")}
+            "series": str(folder / "series.csv"), "text": str(folder / "reviews.csv")}
 
 
 def test_every_group_has_options_to_check():
