@@ -3,7 +3,7 @@
 Features larger than memory stay on disk: a .npy file is opened with np.load(mmap_mode='r'), and an
 uncompressed .npz member is mapped at its data's offset inside the zip (np.load ignores mmap_mode for
 archives). Targets are always read into memory. Every check on mapped features reads them a chunk of
-rows at a time (lazy.CHUNK_ROWS), never all at once.
+rows at a time (lazy.chunk_rows), never all at once.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import numpy as np
 
-from dlrun.data.lazy import CHUNK_ROWS, InMemory, MemmapFeatures, stream_it
+from dlrun.data.lazy import InMemory, MemmapFeatures, chunk_rows, stream_it
 from dlrun.data.raw import DATASETS, RawData, encode_labels
 from dlrun.errors import DataError, did_you_mean
 from dlrun.registry import Choice
@@ -85,13 +85,15 @@ def _features(x: np.ndarray, file: Path, key: str, in_memory, offset: int | None
         if not np.isfinite(flat).all():
             raise _non_finite(file, key)
         return flat
+    features = MemmapFeatures(str(file), x, offset=offset)
     if x.dtype.kind == "f":  # integers and booleans are always finite and within float32's range
-        for start in range(0, len(x), CHUNK_ROWS):
+        step = chunk_rows(features)
+        for start in range(0, len(x), step):
             with np.errstate(over="ignore"):
-                block = np.asarray(x[start:start + CHUNK_ROWS], dtype=np.float32)
+                block = np.asarray(x[start:start + step], dtype=np.float32)
             if not np.isfinite(block).all():
                 raise _non_finite(file, key)
-    return MemmapFeatures(str(file), x, offset=offset)
+    return features
 
 
 def _non_finite(file: Path, key: str) -> DataError:

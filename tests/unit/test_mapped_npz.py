@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from dlrun.data import lazy, npz_file
+from dlrun.data import lazy
 from dlrun.data.lazy import MemmapFeatures, materialize
 from dlrun.data.sources import DATASETS
 from dlrun.errors import DataError
@@ -85,7 +85,7 @@ def test_a_fortran_ordered_archive_is_read_in_memory_or_refused(tmp_path):
 
 
 def test_non_finite_features_are_found_chunk_by_chunk(tmp_path, monkeypatch):
-    monkeypatch.setattr(npz_file, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(lazy, "CHUNK_ROWS", 16)
     x = np.ones((100, 2))
     x[97, 1] = np.inf  # in the last chunk
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(100) % 2)
