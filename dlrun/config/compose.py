@@ -7,11 +7,12 @@ dlrun's order and handed to Hydra's loader directly.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dlrun.config.paths import PRIMARY, config_roots, group_options
 from dlrun.errors import ConfigError, did_you_mean, unknown_name_message
@@ -41,17 +42,65 @@ class Composed:
 
 def compose(overrides: list[str], config_dir: str | Path | None = None) -> Composed:
     """Compose train.yaml with overrides; a ConfigError for any problem, named."""
-    from omegaconf import OmegaConf, open_dict
-    from omegaconf.errors import OmegaConfBaseException
+    roots, groups = _search_path(config_dir)
+    parsed = _parse(overrides)
+    _check_group_choices(parsed, groups)
+    return _composed(_load(roots, overrides, parsed, groups), overrides, groups)
 
+
+def composer(base: list[str], config_dir: str | Path | None = None) -> Callable[[list[str]], Composed]:
+    """A function giving compose(base + extra) for many lists `extra` (a sweep's trials), Hydra's work on
+    base done once.
+
+    Hydra composes in two stages: the group choices pick and merge the files, then the value overrides
+    are applied, in their order, to the merged config. An `extra` that sets values only (optim.lr=0.01,
+    +model.blocks=3, ~key) goes through Hydra's own second stage on a copy of base's merged config, which
+    is what compose(base + extra) does; one that names a group (or fails) is composed whole.
+    """
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    roots, groups = _search_path(config_dir)
+    base = list(base)
+    parsed_base = _parse(base)
+    _check_group_choices(parsed_base, groups)
+    merged = _load(roots, base, parsed_base, groups)
+
+    def compose_extra(extra: list[str]) -> Composed:
+        overrides = [*base, *extra]
+        parsed = _parse(list(extra))
+        if not all(_sets_a_value(override, groups) for override in parsed):
+            return compose(overrides, config_dir)
+        loaded = copy.deepcopy(merged)
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config(parsed, loaded)
+        except Exception:  # an unknown key, a bad value: compose names it
+            return compose(overrides, config_dir)
+        return _composed(loaded, overrides, groups)
+
+    return compose_extra
+
+
+def _search_path(config_dir: str | Path | None) -> tuple[list[Path], dict[str, dict[str, Path]]]:
+    """The config roots in search order and their groups' options."""
     load_plugins()  # their config trees join the search path
     roots = config_roots(config_dir)
     if config_dir is not None and not roots[0].is_dir():
         raise ConfigError(f"--config-dir: no folder at '{config_dir}'.")
-    groups = group_options(roots)
-    parsed = _parse(overrides)
-    _check_group_choices(parsed, groups)
-    loaded = _load(roots, overrides, parsed, groups)
+    return roots, group_options(roots)
+
+
+def _sets_a_value(override, groups: dict) -> bool:
+    """Whether Hydra applies the override to the merged config (rather than to the choice of files)."""
+    key = override.key_or_group
+    return (key not in groups and "/" not in key and not key.startswith("hydra") and override.package is None
+            and not override.is_sweep_override())
+
+
+def _composed(loaded, overrides: list[str], groups: dict) -> Composed:
+    """Hydra's loaded config as a Composed: the group choices read, hydra's node dropped, resolved."""
+    from omegaconf import OmegaConf, open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
     choices = {
         group: str(option)
         for group, option in OmegaConf.to_container(loaded.hydra.runtime.choices).items()

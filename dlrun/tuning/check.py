@@ -8,6 +8,7 @@ once, so that the metric can be checked against the task. A bad sweep is a Confi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +54,13 @@ def check_params(params: list[Param], base_overrides: list[str], config_dir: str
                  metric: str) -> None:
     """Each value that stands for a param's range must compose and validate with the base run;
     where a param changes the data, the metric must fit each data set's task."""
+    configs = TrialConfigs(base_overrides, config_dir)
     for param in params:
         place = f"{where}, params.{param.key}"
         runs = []
         for index, value in enumerate(param.probes()):
             try:
-                runs.append(compose_run(base_overrides + [param.override(value)], config_dir, place))
+                runs.append(configs.run([param.override(value)], place))
             except ConfigError as error:
                 if param.kind == "float" and index == 2:  # both ends passed: the key wants whole numbers
                     low, high = f"{param.low:g}", f"{param.high:g}"
@@ -87,6 +89,43 @@ def check_metric_fits(runs: list[RunConfig], metric: str, where: str) -> None:
         if metric not in epoch_metrics(task, tuple(name for name, _ in run.metrics)):
             raise ConfigError(f"{where}: data.name={run.data.get('name')} is a {task} task, which does not report "
                               f"{metric}. Choose a metric every trial reports, e.g. val/loss.")
+
+
+class TrialConfigs:
+    """The RunConfigs of runs that share a base (a study's trials, a param's probes): Hydra composes the
+    base once, each run's own values are applied to it (dlrun.config.compose.composer), and the result
+    is what compose_run(base + own) gives: the same config, choices and recorded overrides."""
+
+    def __init__(self, base: list[str], config_dir: str | Path | None):
+        self.base = list(base)
+        self.config_dir = config_dir
+        self._compose = None  # made at the first run, so that a bad base is reported where it is used
+
+    def run(self, own: list[str], where: str, quiet: bool = False) -> RunConfig:
+        """The validated config of base + own; quiet: without a progress bar unless an override asks for one
+        (recorded first, as `trainer.enable_progress_bar=false BASE OWN`, so that an explicit one wins)."""
+        from dlrun.config.compose import composer
+        from dlrun.config.validate import validate
+
+        extra = list(own)
+        if quiet and not any(_sets_key(o, QUIET_KEY) for o in [*self.base, *own]):
+            extra.append(f"{QUIET_KEY}=false")
+        try:
+            if self._compose is None:
+                self._compose = composer(self.base, self.config_dir)
+            composed = self._compose(extra)
+            if quiet:  # recorded as the run was always composed: the quiet override first
+                composed = dataclasses.replace(composed, overrides=[f"{QUIET_KEY}=false", *self.base, *own])
+            return validate(composed)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
+
+
+QUIET_KEY = "trainer.enable_progress_bar"
+
+
+def _sets_key(override: str, key: str) -> bool:
+    return override.split("=", 1)[0].lstrip("+~") == key
 
 
 def compose_run(overrides: list[str], config_dir: str | Path | None, where: str) -> RunConfig:

@@ -32,7 +32,7 @@ class TrialOutcome:
 def run_trial(overrides: list[str], config_dir: str | Path | None, metric: str, store_uri: str,
               tags: dict[str, str], report: Callable[[float, int], bool] | None = None,
               on_start: Callable[[str], None] | None = None, is_best: Callable[[float], bool] | None = None,
-              plots: bool = True) -> TrialOutcome:
+              plots: bool = True, configs=None) -> TrialOutcome:
     """Train one trial's config as `dlrun train` would, under the sweep's tags.
 
     A trial does what a trial needs: with is_best, it logs its served model only when its final value is
@@ -48,6 +48,8 @@ def run_trial(overrides: list[str], config_dir: str | Path | None, metric: str, 
         on_start: called with the child run's id once it exists.
         is_best: whether a final value beats every finished trial's; None: every trial logs its model.
         plots: draw and log the trial's plots.
+        configs: a TrialConfigs whose base begins overrides: the config composed from it (the same
+            config, quicker).
     """
     from dlrun.tuning.check import compose_run
     from dlrun.training.outcome import Interrupted
@@ -64,7 +66,10 @@ def run_trial(overrides: list[str], config_dir: str | Path | None, metric: str, 
     reporter = EpochReporter(metric, report)
     try:
         # Progress bars of many trials would bury the sweep's own progress; an explicit override still wins.
-        run = compose_run(["trainer.enable_progress_bar=false", *overrides], config_dir, "trial")
+        if configs is not None and overrides[:len(configs.base)] == configs.base:
+            run = configs.run(overrides[len(configs.base):], "trial", quiet=True)
+        else:
+            run = compose_run(["trainer.enable_progress_bar=false", *overrides], config_dir, "trial")
         result = train(run, extra_tags=tags, callbacks=[reporter.callback()], on_start=started,
                        log_model=None if is_best is None else lambda: reporter.best_so_far(is_best), plots=plots)
     except Interrupted:

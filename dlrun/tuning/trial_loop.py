@@ -10,6 +10,7 @@ import time
 from typing import Callable
 
 from dlrun.tuning import budget, storage
+from dlrun.tuning.check import TrialConfigs
 from dlrun.tuning.parent import child_tags
 from dlrun.tuning.report import TrialRow, progress_line
 from dlrun.tuning.samplers import make_sampler
@@ -41,6 +42,7 @@ def _work(session: StudySession, parent, echo: Callable[[str], None]) -> None:
     # its first draws. Parallel workers draw from fresh entropy, or they would draw the same values.
     seed = None if session.options.worker else session.spec.seed + len(session.study.trials)
     session.study.sampler = make_sampler(session.spec.sampler, session.params, seed, str(session.spec.path))
+    configs = TrialConfigs(session.base, session.options.config_dir)  # the base composed once per process
     while True:
         trial = budget.claim(session.study, session.n_trials, lock, session.store_uri)
         if trial is None:
@@ -48,21 +50,24 @@ def _work(session: StudySession, parent, echo: Callable[[str], None]) -> None:
                 return
             time.sleep(CLAIM_RETRY_S)  # another process's trial may still crash and free its budget
             continue
-        row = _run_one(session, trial)
+        row = _run_one(session, trial, configs)
         rows = budget.rows_of(session.study)
         parent.log_best(rows, session.metric, session.direction, step=trial.number)
         echo(progress(session, row, rows, done=sum(r.state.is_finished() for r in rows)))
 
 
-def _beats(session: StudySession, value: float) -> bool:
-    """Whether value is at least as good as every COMPLETE trial so far (any value is, in an empty study): a
-    tie takes a model too, since Optuna may name either tied trial the best."""
+def _beats(session: StudySession, number: int, value: float) -> bool:
+    """Whether trial `number` ending at value becomes the study's best as dlrun names it (report.best_row:
+    the best value, the first trial among equals): better than every COMPLETE trial, or equal to the best
+    and numbered before every trial that reached it (in a parallel study trials finish out of order)."""
     from optuna.trial import TrialState as OptunaState
 
-    done = [t.value for t in session.study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE,))]
+    done = [(t.value, t.number) for t in session.study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE,))]
     if not done:
         return True
-    return value >= max(done) if session.direction == "maximize" else value <= min(done)
+    best = max(v for v, _ in done) if session.direction == "maximize" else min(v for v, _ in done)
+    better = value > best if session.direction == "maximize" else value < best
+    return better or (value == best and all(number < n for v, n in done if v == best))
 
 
 def progress(session: StudySession, row: TrialRow, rows: list[TrialRow], done: int) -> str:
@@ -70,7 +75,7 @@ def progress(session: StudySession, row: TrialRow, rows: list[TrialRow], done: i
     return progress_line(row, done, session.n_trials, rows, session.metric, session.direction)
 
 
-def _run_one(session: StudySession, trial) -> TrialRow:
+def _run_one(session: StudySession, trial, configs: TrialConfigs) -> TrialRow:
     """Train one claimed trial and tell the study its outcome; an interruption is recorded, then raised."""
     from optuna.trial import TrialState as OptunaState
 
@@ -103,8 +108,8 @@ def _run_one(session: StudySession, trial) -> TrialRow:
         outcome = run_trial(session.base + own, session.options.config_dir, session.metric, session.store_uri,
                             child_tags(session.parent_run_id, session.name, trial.number), report,
                             on_start=guarded(lambda run_id: trial.set_user_attr("mlflow_run_id", run_id)),
-                            is_best=None if session.spec.models == "all" else guarded(lambda v: _beats(session, v)),
-                            plots=session.spec.plots)
+                            is_best=None if session.spec.models == "all" else guarded(lambda v: _beats(session, trial.number, v)),
+                            plots=session.spec.plots, configs=configs)
     except Interrupted:
         trial.set_user_attr("dlrun_state", TrialState.INTERRUPTED)
         session.study.tell(trial, state=OptunaState.FAIL)
