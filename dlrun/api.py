@@ -131,7 +131,8 @@ def grid(overrides: Sequence[str], *, jobs: int = 1, metric: str = "val/loss", c
 def load_model(run_id: str, *, tracking_uri: str | None = None, plugins: Iterable[str] = ()) -> "torch.nn.Module":
     """The run's served model as a torch module: raw features in (preprocessing included), class
     probabilities or values in the targets' units out. It loads without the run's plugins: the model is
-    a torch.export program, data only.
+    a torch.export program, data only. A text run's takes a list of strings (dlrun.serving.text_model's
+    TextModel: its tokenizer, then the program on token ids, `ids_model`).
 
     Args:
         run_id: the MLflow run id.
@@ -146,12 +147,16 @@ def load_model(run_id: str, *, tracking_uri: str | None = None, plugins: Iterabl
     from dlrun.lifecycle.checkpoint_model import CheckpointModel
     from dlrun.lifecycle.stored import load_run
     from dlrun.plugin_loading import use_plugins
+    from dlrun.serving.text_model import text_model_of
 
     use_plugins(plugins)
     stored = load_run(run_id, tracking_uri)
     served = stored.served_model()  # its checks: the run's own model, files as dlrun logs them
     if isinstance(served, CheckpointModel):  # a sweep trial without a logged model: rebuilt from its checkpoint
         return served.model
+    text_model = text_model_of(served)
+    if text_model is not None:  # a text run: a module whose forward takes a list of strings
+        return text_model
     with _store(stored.uri):
         loaded = mlflow.pytorch.load_model(stored.own_model_uri())
     return loaded.module() if hasattr(loaded, "module") else loaded
@@ -159,16 +164,21 @@ def load_model(run_id: str, *, tracking_uri: str | None = None, plugins: Iterabl
 
 def predict(run_id: str, features: "np.ndarray | Any", *, tracking_uri: str | None = None,
             plugins: Iterable[str] = ()) -> "np.ndarray":
-    """The run's predictions for raw features (an array or DataFrame of shape (N, features)): class
-    probabilities (N, classes) for classification, values for regression."""
+    """The run's predictions for raw features (an array or DataFrame of shape (N, features); a text run:
+    a list of strings, a Series, or a DataFrame with the text column): class probabilities (N, classes)
+    for classification, values for regression."""
     import numpy as np
 
     from dlrun.lifecycle.stored import check_feature_count, load_run
     from dlrun.plugin_loading import use_plugins
+    from dlrun.serving.text_model import text_model_of
 
     use_plugins(plugins)
     stored = load_run(run_id, tracking_uri)
     model = stored.served_model()
+    text_model = text_model_of(model)
+    if text_model is not None:  # its own predict finds the text column in a DataFrame by name
+        return text_model.predict(features)
     values = np.asarray(features, dtype=np.float32)
     check_feature_count(model, values, "the features given", run_id)
     return np.asarray(model.predict(values))

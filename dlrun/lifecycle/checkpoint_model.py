@@ -40,11 +40,22 @@ class CheckpointModel:
         data = prepared.data
         self.model = ServingModel(data.preprocess, prepared.module.net.cpu(), data.postprocess).eval()
         features = TensorSpec(np.dtype(np.float32), (-1, *data.raw_example.shape[1:]))
+        self.reads_text = getattr(data, "tokenizer", None) is not None
+        if self.reads_text:  # a text run: raw strings in, as its logged model takes
+            from mlflow.types import ColSpec
+
+            from dlrun.serving.text_model import TextModel, TextServing
+
+            self.model = TextModel(self.model, TextServing.of(data)).eval()
+            features = ColSpec("string")
         self.metadata = SimpleNamespace(get_input_schema=lambda: Schema([features]))
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """Probabilities or values for rows of raw features, as the logged model returns them."""
+    def predict(self, features) -> np.ndarray:
+        """Probabilities or values for rows of raw features (a text run: raw texts), as the logged model
+        returns them."""
         import torch
 
+        if self.reads_text:
+            return self.model.predict(features)
         with torch.no_grad():
             return self.model(torch.from_numpy(np.asarray(features, dtype=np.float32))).numpy()

@@ -76,7 +76,8 @@ def export_run(run_id: str, fmt: str, output: str, uri: str | None = None) -> Ex
         What was written.
 
     Raises:
-        ExportFailed: an unknown format, an --output that is a folder, or a model the format cannot hold.
+        ExportFailed: an unknown format, an --output that is a folder, or a model the format cannot hold
+            (a text run's, whose tokenizer is Python).
         MissingExtra: the onnx format without the packages of dlrun's `onnx` extra.
         RunNotFound: an unknown run, or one that logged no model.
     """
@@ -90,6 +91,7 @@ def export_run(run_id: str, fmt: str, output: str, uri: str | None = None) -> Ex
                            f"{target / ('model.onnx' if fmt == 'onnx' else 'model.pt')}.")
     stored = load_run(run_id, uri)
     served = stored.served_model()
+    _refuse_text(served, run_id)
     module = _torch_module(served, run_id)
     sample_shape = tuple(int(n) for n in served.metadata.get_input_schema().inputs[0].shape[1:])
     info = stored.data_info()
@@ -135,6 +137,18 @@ def require_onnx() -> None:
         raise MissingExtra(f"--format onnx needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
                            "not installed. Install dlrun's onnx extra: pip install 'dlrun[onnx]' (or pip install "
                            f"{' '.join(ONNX_MODULES)}); or export with --format torchscript, which needs nothing more.")
+
+
+def _refuse_text(served, run_id: str) -> None:
+    """A text run's model tokenizes strings in Python before its network; an ONNX or TorchScript file would
+    hold the network alone, on token ids that only dlrun's tokenizer makes."""
+    from dlrun.serving.text_model import text_model_of
+
+    if text_model_of(served) is not None:
+        raise ExportFailed(f"the model of run {run_id} reads raw text: its tokenizer runs in Python before the "
+                           "network, and an ONNX or TorchScript file holds the network only. Serve it through "
+                           f"MLflow instead (dlrun predict {run_id} --input texts.csv, or mlflow models serve on "
+                           "its model URI), or take it into Python with dlrun.load_model.")
 
 
 def _torch_module(served, run_id: str):

@@ -1,12 +1,14 @@
-"""`dlrun predict`: a run's logged model applied to a CSV or .npy file of raw features."""
+"""`dlrun predict`: a run's logged model applied to a CSV or .npy file of raw features, or to a CSV's
+text column for a text run."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
-from dlrun.errors import DataError
+from dlrun.errors import DataError, did_you_mean
 from dlrun.lifecycle.stored import check_feature_count, load_run
 
 
@@ -15,11 +17,15 @@ def predict(run_id: str, input_path: str, output_path: str, uri: str | None = No
     import pandas as pd
 
     stored = load_run(run_id, uri)
-    features = read_features(Path(input_path), stored.config)
-    model = stored.served_model()
-    check_feature_count(model, features, input_path, run_id)
     info = stored.data_info()
-    outputs = np.asarray(model.predict(features))
+    if info.get("text_column"):  # a text run: its served model reads raw texts from that column
+        inputs = read_texts(Path(input_path), info["text_column"])
+        model = stored.served_model()
+    else:
+        inputs = read_features(Path(input_path), stored.config)
+        model = stored.served_model()
+        check_feature_count(model, inputs, input_path, run_id)
+    outputs = np.asarray(model.predict(inputs))
     if info["task"] == "classification":
         names = info["class_names"] or [str(i) for i in range(outputs.shape[1])]
         table = pd.DataFrame(outputs, columns=[f"prob_{name}" for name in names])
@@ -71,6 +77,42 @@ def read_features(path: Path, config: dict) -> np.ndarray:
     if not np.isfinite(features).all():
         raise DataError(f"--input: '{path}' holds empty, NaN or infinite values.")
     return features
+
+
+def read_texts(path: Path, column: str) -> list[str]:
+    """The texts of a text run's input: the column `column` of a UTF-8 CSV with a header row (other
+    columns, the target among them, are ignored), every row a text that is not empty."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"--input: no file at '{path}'.")
+    if path.suffix == ".npy":
+        raise DataError(f"--input: '{path}' is a .npy array; the run's model reads texts: give a CSV with a "
+                        f"column '{column}', as in training.")
+    raw = path.read_bytes()
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(f"--input: '{path}' is not UTF-8 text: line {line} holds the byte "
+                        f"0x{raw[error.start]:02x}. Save the file as UTF-8.") from None
+    try:
+        frame = pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DataError(f"--input: cannot read '{path}' as CSV: {str(error).splitlines()[0]}") from None
+    names = [str(name) for name in frame.columns]
+    if column not in names:
+        raise DataError(f"--input: '{path}' has no column '{column}', the text column the run trained on "
+                        f"(its columns: {', '.join(names)}).{did_you_mean(column, names)}")
+    texts = frame[column].tolist()
+    if not texts:
+        raise DataError(f"--input: '{path}' has a header row and no texts.")
+    empty = [row for row, text in enumerate(texts, start=1) if not text.strip()]
+    if empty:
+        rows = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise DataError(f"--input: column '{column}' of '{path}' is empty in row {rows} (rows counted from 1 "
+                        "after the header). Give every row a text, or drop the empty rows.")
+    return texts
 
 
 def _is_number(text) -> bool:

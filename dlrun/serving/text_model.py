@@ -19,7 +19,7 @@ from torch import nn
 
 from dlrun.data.tokenizer import Tokenizer
 from dlrun.errors import DataError, did_you_mean
-from dlrun.serving.text_files import META_FORMAT, PROGRAM, TOKENIZER, read_meta
+from dlrun.serving.text_files import LOADER_MODULE, META_FORMAT, PROGRAM, TOKENIZER, read_meta
 
 BATCH = 512  # rows tokenized and run at a time, so a long input does not hold every id at once
 
@@ -116,7 +116,9 @@ class TextModel(nn.Module):
             else:
                 raise DataError(f"the input has no text column '{column}' (its columns: {', '.join(names) or 'none'})."
                                 f"{did_you_mean(column, names)} The model reads the texts from the column "
-                                f"'{column}', as in training; or give a list of strings.")
+                                f"'{column}', as in training, or from a list of strings. Through "
+                                "mlflow.pyfunc, a DataFrame's first column is all that reaches the model (its "
+                                f"input is one unnamed string column): put '{column}' first.")
         elif isinstance(model_input, str):
             values = [model_input]
         elif isinstance(model_input, np.ndarray) and model_input.ndim != 1:
@@ -130,6 +132,15 @@ class TextModel(nn.Module):
                 raise DataError(f"row {row} of the text column '{column}' is {text!r} ({type(text).__name__}), not "
                                 "a string; give one text per row.")
         return texts
+
+
+def text_model_of(served) -> TextModel | None:
+    """The TextModel behind a run's served model (MLflow's pyfunc model, or a CheckpointModel rebuilt from
+    best.ckpt); None for a model on features."""
+    model = getattr(served, "model", None)
+    if model is None and getattr(served, "loader_module", None) == LOADER_MODULE:
+        model = served.get_raw_model()
+    return model if isinstance(model, TextModel) else None
 
 
 def load_text_model(folder: Path | str) -> TextModel:
