@@ -73,7 +73,7 @@ class MaskedSequential(nn.Sequential):
 
 def _last_real_step(x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
     """x[b, length_b - 1] for each row b: the last step that is not padding (right-padded rows)."""
-    last = (~padding).sum(dim=1) - 1
+    last = ((~padding).sum(dim=1) - 1).clamp(min=0)  # a row of padding only (a shape probe): its first step
     return x.gather(1, last.view(-1, 1, 1).expand(-1, 1, x.shape[-1])).squeeze(1)
 
 
