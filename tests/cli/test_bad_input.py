@@ -101,3 +101,35 @@ def test_unknown_config_group_in_configs(workdir):
 def test_missing_config_dir(workdir):
     result = invoke("train", "--config-dir", "nowhere", "--cfg")
     assert_rejected(result, "--config-dir", "nowhere")
+
+
+# data=text: the file's contents, written into reviews.csv; the overrides after data=text's keys
+TEXT_KEYS = ("data=text", "data.path=reviews.csv", "data.text=review", "data.target=label")
+GOOD_TEXT = "review,label\n" + "".join(f"text number {i},{'pos' if i % 2 else 'neg'}\n" for i in range(20))
+
+
+@pytest.mark.parametrize(
+    "content, overrides, fragments",
+    [
+        (GOOD_TEXT, ["data.text=reveiw"], ["column 'reveiw' (data.text)", "reviews.csv", "Did you mean 'review'?"]),
+        (GOOD_TEXT, ["data.target=labels"], ["column 'labels' (data.target)", "Did you mean 'label'?"]),
+        (GOOD_TEXT.replace("text number 3,", ",").replace("text number 6,", "  ,"), [],
+         ["text column 'review' is empty in data rows 4, 7", "Fill or drop"]),
+        (GOOD_TEXT.replace("pos", "neg"), [], ["target 'label' has a single class ('neg')"]),
+        (GOOD_TEXT, ["data.vocab_size=0"], ["'data.vocab_size' must be at least 1"]),
+        (GOOD_TEXT, ["data.max_length=0"], ["'data.max_length' must be at least 1"]),
+        (GOOD_TEXT, ["data.tokens=bpe"], ["data.tokens", "bpe", "word", "char"]),
+        (GOOD_TEXT.encode().replace(b"number 5", b"n\xe9mber 5"), [],
+         ["'reviews.csv' is not UTF-8: byte 109 (line 7)", "b'\\xe9'", "Save the file as UTF-8"]),
+        (GOOD_TEXT, ["model=mlp"], ["token ids", "model=text_lstm or model=text_transformer"]),
+        (GOOD_TEXT, ["augment=noise"], ["augment=noise", "token ids", "augment=none"]),
+    ],
+    ids=["text-column", "target-column", "empty-text", "one-class", "vocab-size-0", "max-length-0", "tokens",
+         "not-utf8", "model-without-embedding", "augment"],
+)
+def test_bad_text_data_is_rejected_before_any_run(workdir, content, overrides, fragments):
+    path = workdir / "reviews.csv"
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    assert_rejected(invoke("train", *TEXT_KEYS, *overrides), *fragments)
+    assert not (workdir / "mlflow.db").exists(), "bad text data must not create an MLflow run"
+    assert not (workdir / "outputs").exists()
