@@ -46,11 +46,43 @@ def _score_other_data(stored, overrides: list[str]) -> dict[str, float]:
     options = {k: v for k, v in data_cfg.items() if k not in COMMON_KEYS}
     raw = DATASETS.get(data_cfg["name"], "data.name").builder(**DATASETS.bind(data_cfg["name"], options, "data"))
     model = stored.served_model()
-    check_feature_count(model, raw.x, f"data={data_cfg['name']}", stored.run_id)
-    outputs = np.asarray(model.predict(raw.x.astype(np.float32)))
+    texts = getattr(raw, "text", None)
+    if texts is not None:  # a text run's model reads the raw texts
+        outputs = np.asarray(model.predict(list(texts.texts)))
+    else:
+        check_feature_count(model, raw.x, f"data={data_cfg['name']}", stored.run_id)
+        outputs = _predicted(model, raw.x)
     if raw.task == "classification":
-        return {"acc": float((outputs.argmax(axis=1) == raw.y).mean()), "rows": float(len(raw.x))}
+        y = _as_run_classes(raw, stored, data_cfg["name"])
+        return {"acc": float((outputs.argmax(axis=1) == y).mean()), "rows": float(len(raw.y))}
     return {"mae": float(np.abs(outputs.reshape(raw.y.shape) - raw.y).mean()), "rows": float(len(raw.x))}
+
+
+def _predicted(model, features) -> np.ndarray:
+    """The model's outputs for every row: at once for features in memory, a chunk at a time for streamed ones."""
+    from dlrun.data.lazy import LazyFeatures, chunk_rows
+
+    if not isinstance(features, LazyFeatures):
+        return np.asarray(model.predict(features.astype(np.float32)))
+    step = chunk_rows(features)
+    return np.concatenate([np.asarray(model.predict(features.rows(np.arange(start, min(start + step, len(features))))))
+                           for start in range(0, len(features), step)])
+
+
+def _as_run_classes(raw, stored, name: str) -> np.ndarray:
+    """The other data's class indices in the run's class order: a source numbers its classes by the
+    labels it holds, so data without one of the run's classes would shift the others."""
+    run_names = stored.data_info().get("class_names") or []
+    if not raw.class_names or not run_names or list(raw.class_names) == list(run_names):
+        return raw.y
+    unknown = sorted(set(raw.class_names) - set(run_names))
+    if unknown:
+        from dlrun.errors import DataError
+
+        raise DataError(f"data={name} holds classes the run {stored.run_id} never trained on: {', '.join(unknown)} "
+                        f"(its classes: {', '.join(run_names)}). Score it on data with the run's classes only.")
+    position = {label: index for index, label in enumerate(run_names)}
+    return np.array([position[label] for label in raw.class_names], dtype=np.int64)[raw.y]
 
 
 def _other_data_config(stored, overrides: list[str]) -> dict:

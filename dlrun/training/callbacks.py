@@ -234,10 +234,14 @@ class StopOnSignal(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
         from pytorch_lightning.trainer.states import TrainerFn
 
+        from dlrun.errors import DataError
+
         # In test the module holds the best weights, not the last: last.ckpt from fit stays as it is.
         fitting = trainer.state.fn == TrainerFn.FITTING
-        if isinstance(exception, KeyboardInterrupt) and not self.interrupted and fitting:
-            self.interrupted = True  # a second signal mid-step: keep what there is
+        # A second signal mid-step: keep what there is. A file that could not be read stops fit while the
+        # next batch is fetched, between two steps: the checkpoint there resumes exactly.
+        if isinstance(exception, (KeyboardInterrupt, DataError)) and not self.interrupted and fitting:
+            self.interrupted = True
             trainer.save_checkpoint(self.path)
 
 

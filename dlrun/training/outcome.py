@@ -11,6 +11,7 @@
 | a signal in fit (stop at a batch boundary)       | KILLED     | Interrupted: the checkpoint of that step  |
 | a signal while the run is being closed           | as closed  | Interrupted: the state it was closed with |
 | a non-finite loss in fit                         | FAILED     | TrainingFailed: the last good checkpoint  |
+| a streamed file unreadable once the run exists   | FAILED     | DataError: the checkpoint, `dlrun resume` |
 | the artifact store refused config.yaml           | FAILED     | TrainingFailed: before training           |
 | the store refused checkpoints or model at the end| FAILED     | TrainingFailed: where the weights are kept|
 | an error dlrun did not foresee                   | FAILED     | the error itself                          |
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from dlrun.errors import DlrunError, TrainingFailed
+from dlrun.errors import DataError, DlrunError, TrainingFailed
 from dlrun.training.signals import Received, signals_deferred, signals_raise, stop_on_signals
 
 
@@ -91,6 +92,8 @@ class RunOutcome:
             # Lightning turns Ctrl-C into sys.exit(1) after its on_exception hooks ran, and its own SIGTERM
             # handler (under DDP, before StopOnSignal takes SIGTERM over) into a SystemExit: both stop the run.
             raise self._killed(f"at step {trainer.global_step}") from None
+        except DataError as error:  # a streamed file that cannot be read; StopOnSignal saved the checkpoint
+            raise self.unreadable_data(error) from None
 
     def finish(self, model_uri: str | None) -> None:
         """Everything is logged: FINISHED, or FAILED when the store refused what a FINISHED run must hold
@@ -111,6 +114,17 @@ class RunOutcome:
             return Interrupted(f"interrupted after run {self.record.run_id} was marked {self.record.ended}.")
         step = self._trainer.global_step if self._trainer is not None else 0
         return self._killed("before training started" if step == 0 else f"after training, at step {step}")
+
+    def unreadable_data(self, error: DataError) -> DataError:
+        """Data that could not be read once the run exists (a streamed file, in fit or test): the run is
+        FAILED with its checkpoints uploaded, and the error says how to continue it."""
+        self._close("FAILED")
+        step = self._trainer.global_step if self._trainer is not None else 0
+        run_id, last = self.record.run_id, self.checkpoint_dir / "last.ckpt"
+        kept = f"its checkpoint is {last}" if last.is_file() else "it has no checkpoint yet"
+        return DataError(f"{error} Training stopped at step {step}: run {run_id} is marked FAILED and {kept}. "
+                         f"Once the data is fixed (a removed file changes the split), continue it: "
+                         f"dlrun resume {run_id}")
 
     def fail_if_open(self) -> None:
         """An error dlrun did not foresee: the run is FAILED, not left RUNNING; the error is raised as it was."""
@@ -174,6 +188,10 @@ def run_outcome(output_dir: Path) -> Iterator[RunOutcome]:
         if stopped is stop:
             raise
         raise stopped from None
+    except DataError as error:
+        if not outcome.run_exists or outcome.record.ended:  # bad input before the run, or already closed
+            raise
+        raise outcome.unreadable_data(error) from None
     except BaseException:
         outcome.fail_if_open()
         raise
