@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,10 @@ def write_data_folder(model, serving: TextServing, examples: list[str], folder: 
     data = Path(folder) / FOLDER
     data.mkdir(parents=True)
     ids = serving.tokenizer.encode(_two_or_more(examples))
-    program = torch.export.export(model, (torch.from_numpy(ids),),
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    with warnings.catch_warnings():  # an LSTM's weight list is set while traced; the program holds its values
+        warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
+        program = torch.export.export(model, (torch.from_numpy(ids),),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(data / PROGRAM))
     (data / TOKENIZER).write_text(json.dumps(serving.tokenizer.to_dict()), encoding="utf-8")
     (data / META).write_text(json.dumps(serving.meta(), indent=2), encoding="utf-8")

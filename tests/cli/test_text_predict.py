@@ -1,0 +1,117 @@
+"""A text run's served model in every command that uses it: predict on a CSV's text column, the Python
+API, eval on other texts, export (refused), the model rebuilt from best.ckpt; one tiny run shared."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import dlrun
+from dlrun.cli import app
+from dlrun.errors import DataError
+from tests.text_data import write_reviews
+
+runner = CliRunner()
+TEXTS = ["the film was great and lovely", "dull, boring and awful", "an ending unlike any", "superb!"]
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    """One epoch of the shipped text model, made small, on 80 generated reviews; (folder, run id, model uri)."""
+    folder = tmp_path_factory.mktemp("text-run")
+    write_reviews(folder / "reviews.csv", rows=80)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store: ./mlflow.db
+        result = dlrun.train(["data=text", "data.path=reviews.csv", "data.text=review", "data.target=label",
+                              "data.max_length=12", "model.dim=8", "model.hidden=8", "trainer.max_epochs=1",
+                              "tracking.system_metrics=false"])
+    return folder, result.run_id, result.model_uri
+
+
+@pytest.fixture
+def in_run_folder(text_run, monkeypatch):
+    folder, run_id, model_uri = text_run
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return folder, run_id, model_uri
+
+
+def served_probabilities(model_uri: str, texts: list[str]) -> np.ndarray:
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(model_uri).predict(texts)
+
+
+def test_predict_reads_the_text_column_of_a_training_shaped_csv(in_run_folder):
+    folder, run_id, model_uri = in_run_folder
+    pd.DataFrame({"label": ["pos", "neg", "pos", "neg"], "review": TEXTS, "id": range(4)}).to_csv("new.csv", index=False)
+    result = runner.invoke(app, ["predict", run_id, "--input", "new.csv", "--output", "out/p.csv"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(folder / "out" / "p.csv")
+    assert list(table.columns) == ["predicted", "prob_neg", "prob_pos"]
+    expected = served_probabilities(model_uri, TEXTS)
+    np.testing.assert_allclose(table[["prob_neg", "prob_pos"]].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert list(table["predicted"]) == [["neg", "pos"][i] for i in expected.argmax(axis=1)]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"reveiw,label\nthe film,pos\n", "has no column 'review', the text column the run trained on (its columns: "
+                                      "reveiw, label). Did you mean 'reveiw'?"),
+    (b"review,label\nthe film,pos\n,neg\n  ,pos\n", "column 'review' of 'bad.csv' is empty in row 2, 3"),
+    (b"review,label\nthe film,pos\ncaf\xe9 cr\xe8me,neg\n", "'bad.csv' is not UTF-8 text: line 3 holds the byte 0xe9"),
+], ids=["missing-column", "empty-text", "not-utf8"])
+def test_predict_bad_text_input_exits_2_naming_it(in_run_folder, content, message):
+    folder, run_id, _ = in_run_folder
+    (folder / "bad.csv").write_bytes(content)
+    result = runner.invoke(app, ["predict", run_id, "--input", "bad.csv", "--output", "bad_out.csv"])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output and not (folder / "bad_out.csv").exists()
+
+
+def test_python_api_takes_strings(in_run_folder):
+    _, run_id, model_uri = in_run_folder
+    expected = served_probabilities(model_uri, TEXTS)
+    frame = pd.DataFrame({"id": range(4), "review": TEXTS})  # the text column need not come first
+    np.testing.assert_allclose(dlrun.predict(run_id, frame), expected, rtol=1e-5, atol=1e-6)
+    model = dlrun.load_model(run_id)
+    import torch
+
+    with torch.no_grad():
+        np.testing.assert_allclose(model(TEXTS).numpy(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(DataError, match="no text column 'review'"):
+        dlrun.predict(run_id, pd.DataFrame({"comment": TEXTS}))
+
+
+def test_model_rebuilt_from_checkpoint_reads_text_as_the_logged_one(in_run_folder):
+    """What a sweep trial that logged no model serves: the same probabilities from best.ckpt."""
+    from dlrun.lifecycle.checkpoint_model import CheckpointModel
+    from dlrun.lifecycle.stored import load_run
+
+    _, run_id, model_uri = in_run_folder
+    rebuilt = CheckpointModel(load_run(run_id))
+    assert [spec.type.name for spec in rebuilt.metadata.get_input_schema().inputs] == ["string"]
+    np.testing.assert_allclose(rebuilt.predict(TEXTS), served_probabilities(model_uri, TEXTS), rtol=1e-4, atol=1e-5)
+
+
+def test_eval_on_other_texts_scores_in_the_runs_class_order(in_run_folder):
+    folder, run_id, model_uri = in_run_folder
+    pd.DataFrame({"review": TEXTS, "label": ["pos", "neg", "pos", "neg"]}).to_csv("other.csv", index=False)
+    result = runner.invoke(app, ["eval", run_id, "data.path=other.csv"])
+    assert result.exit_code == 0, result.output
+    predicted = served_probabilities(model_uri, TEXTS).argmax(axis=1)
+    accuracy = float((predicted == np.array([1, 0, 1, 0])).mean())
+    scores = dict(item.split("=") for item in result.output.split())
+    assert float(scores["acc"]) == pytest.approx(accuracy) and scores["rows"] == "4"
+    pd.DataFrame({"review": TEXTS[:2], "label": ["pos", "meh"]}).to_csv("unknown.csv", index=False)
+    result = runner.invoke(app, ["eval", run_id, "data.path=unknown.csv"])
+    assert result.exit_code == 2 and "classes the run" in result.output and "meh" in result.output
+
+
+def test_export_refuses_a_text_run_and_writes_nothing(in_run_folder):
+    folder, run_id, _ = in_run_folder
+    result = runner.invoke(app, ["export", run_id, "--format", "torchscript", "--output", "m.pt"])
+    assert result.exit_code == 2 and "reads raw text" in result.output and "dlrun predict" in result.output
+    assert not (folder / "m.pt").exists()
