@@ -40,7 +40,7 @@ class CheckpointModel:
         data = prepared.data
         self.model = ServingModel(data.preprocess, prepared.module.net.cpu(), data.postprocess).eval()
         features = TensorSpec(np.dtype(np.float32), (-1, *data.raw_example.shape[1:]))
-        self.reads_text = getattr(data, "tokenizer", None) is not None
+        self.reads_text = data.tokenizer is not None
         if self.reads_text:  # a text run: raw strings in, as its logged model takes
             from mlflow.types import ColSpec
 

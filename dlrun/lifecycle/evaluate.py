@@ -46,9 +46,8 @@ def _score_other_data(stored, overrides: list[str]) -> dict[str, float]:
     options = {k: v for k, v in data_cfg.items() if k not in COMMON_KEYS}
     raw = DATASETS.get(data_cfg["name"], "data.name").builder(**DATASETS.bind(data_cfg["name"], options, "data"))
     model = stored.served_model()
-    texts = getattr(raw, "text", None)
-    if texts is not None:  # a text run's model reads the raw texts
-        outputs = np.asarray(model.predict(list(texts.texts)))
+    if raw.text is not None:  # a text run's model reads the raw texts
+        outputs = np.asarray(model.predict(list(raw.text.texts)))
     else:
         check_feature_count(model, raw.x, f"data={data_cfg['name']}", stored.run_id)
         outputs = _predicted(model, raw.x)

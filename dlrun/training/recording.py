@@ -87,7 +87,7 @@ def record_results(record, run: RunConfig, prepared, history: list[dict[str, flo
     if not log_model:
         record.set_tags({SERVED_FROM_CHECKPOINT: "checkpoint"})
         return None
-    if getattr(data, "tokenizer", None) is not None:  # a text run: a pyfunc model that tokenizes raw strings
+    if data.tokenizer is not None:  # a text run: a pyfunc model that tokenizes raw strings
         from dlrun.serving.text_model import TextServing
         from dlrun.version import __version__
 
@@ -124,6 +124,6 @@ def _data_info(data) -> str:
     """What predict and eval need to know of the data without loading it again."""
     info = {"task": data.task, "class_names": data.class_names, "num_classes": data.num_classes,
             "sample_shape": list(data.sample_shape), "fingerprint": data.fingerprint}
-    if getattr(data, "text_column", None):  # a text run: predict reads this column of a CSV
+    if data.text_column:  # a text run: predict reads this column of a CSV
         info["text_column"] = data.text_column
     return json.dumps(info, indent=2)
