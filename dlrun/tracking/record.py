@@ -106,9 +106,10 @@ class RunRecord:
         self._now_writing(run.info.run_id)
         self._run_name = run.info.run_name
         items = [Param(k, v) for k, v in params.items()]
-        for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
-            retry_while_locked(self.client.log_batch, self.run_id, params=items[start : start + 100])
-        retry_while_locked(self.client.log_batch, self.run_id, tags=[RunTag("mlflow.source.name", source)])
+        source_tag = [RunTag("mlflow.source.name", source)]  # with the first params: one write fewer
+        for start in range(0, max(len(items), 1), 100):  # MLflow takes at most 100 params a batch
+            retry_while_locked(self.client.log_batch, self.run_id, params=items[start : start + 100],
+                               tags=source_tag if start == 0 else [])
         return self.run_id
 
     def reopen(self, run_id: str) -> str:
