@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import report, speed
+from bench import report, speed, stream
 
 REPO = Path(__file__).resolve().parent.parent
 STRAYS = ("mlflow.db", "mlruns", "outputs", "optuna", "lightning_logs")
@@ -118,3 +118,51 @@ def test_the_gpu_check_without_a_gpu_or_dry_run_says_so_and_exits_2(tmp_path):
                           timeout=300, check=False, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable})
     assert done.returncode == 2 and "no CUDA GPU here" in done.stderr and "--dry-run" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def stream_tiny(tmp_path_factory):
+    """`python -m bench.stream --tiny` at one size: both loops once (a second size is another dlrun process)."""
+    out = tmp_path_factory.mktemp("stream")
+    before = sorted((REPO / "bench").rglob("*"))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    done = subprocess.run([sys.executable, "-m", "bench.stream", "--tiny", "--sizes", "40", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, before, sorted((REPO / "bench").rglob("*"))
+
+
+def test_the_streaming_benchmark_measures_both_loops_on_its_generated_folder(stream_tiny):
+    out, before, after = stream_tiny
+    assert sorted(p.name for p in out.iterdir()) == ["stream-images", "stream.json", "stream.md"] and after == before
+    [folder] = [p for p in (out / "stream-images").iterdir() if p.is_dir()]
+    assert sorted(p.name for p in folder.iterdir()) == [f"class{k}" for k in range(stream.CLASSES)]
+    assert len(list(folder.rglob("*.png"))) == 40 and (out / "stream-images" / ".gitignore").read_text() == "*\n"
+    results = json.loads((out / "stream.json").read_text())
+    assert results["errors"] == {} and results["sizes"] == [40] and results["environment"]["tiny"]
+    for loop in ("dlrun", "hand"):
+        figures = results["runs"]["40"][loop]
+        assert (figures["train_images"], figures["val_images"]) == (28, 6), loop  # 15% validation, 15% test
+        assert figures["images_per_s"] == pytest.approx(figures["train_images"] / figures["train_s"])
+        assert figures["epoch_s"] >= figures["train_s"] > 0 and figures["wall_s"] > figures["epoch_s"]
+        assert 0 < figures["peak_pss_mib"] <= figures["peak_rss_mib"] and figures["largest_process_mib"] > 0
+    assert "data=image_folder data.in_memory=false" in results["runs"]["40"]["dlrun"]["command"]
+    assert [t["met"] for t in results["targets"]][0::2] == [None, None]  # one size: nothing to compare
+    markdown = (out / "stream.md").read_text()
+    assert "| 40 | dlrun train |" in markdown and "| 40 | hand-written DataLoader + PIL |" in markdown
+    assert "Load average" in markdown and "**Tiny run**" in markdown
+
+
+def test_the_streaming_targets_compare_the_smallest_and_largest_sizes():
+    def loop(rss: float, images_per_s: float, per_image_ms: float) -> dict:
+        return {"peak_rss_mib": rss, "images_per_s": images_per_s, "per_image_epoch_ms": per_image_ms}
+
+    results = {"sizes": [2000, 50000], "runs": {
+        "2000": {"dlrun": loop(1000, 900, 1.0), "hand": loop(600, 1000, 0.9)},
+        "50000": {"dlrun": loop(1300, 700, 1.3), "hand": loop(610, 1000, 1.0)}}}
+    rows = stream.targets(results)
+    assert [r["met"] for r in rows] == [False, False, False]  # +30% memory, 0.7x, 1.3x
+    assert "+30.0%" in rows[0]["figure"] and "50,000: 0.70x (700 against 1000)" in rows[1]["figure"]
+    results["runs"]["50000"]["dlrun"] = loop(1200, 850, 1.2)
+    assert [r["met"] for r in stream.targets(results)] == [True, True, True]
