@@ -37,6 +37,13 @@ class EpochMetricsToMlflow(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"])
 
+    # A run resumed mid-epoch does not start that epoch again: its lr comes from the checkpoint.
+    def state_dict(self) -> dict:
+        return {"epoch_lr": self._epoch_lr}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._epoch_lr = float(state_dict.get("epoch_lr", float("nan")))
+
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
