@@ -97,11 +97,11 @@ def read_entry(entry: Path, path: str) -> RawData | None:
 def _convert(file: Path, path: str, target: str, task: str, delimiter: str, folders: list[Path], key: str) -> Path:
     """Write the entry into a temporary folder of the first writable cache folder, then rename it into place."""
     folder, temporary = _temporary_folder(file, folders, key)
+    entry = folder / key
     try:
         meta, y = _write_features(file, path, target, task, delimiter, temporary / "x.npy")
         np.save(temporary / "y.npy", y)
         (temporary / "meta.json").write_text(json.dumps(meta, indent=1))
-        entry = folder / key
         try:
             os.rename(temporary, entry)
         except OSError:  # an entry is there: another process's (complete), or an unreadable one
@@ -109,6 +109,10 @@ def _convert(file: Path, path: str, target: str, task: str, delimiter: str, fold
                 shutil.rmtree(entry, ignore_errors=True)
                 os.rename(temporary, entry)
         return entry
+    except OSError as error:  # the CSV's own read errors are DataErrors by now: this is the cache's folder
+        raise DataError(f"cannot write the cache that streams '{path}' in {folder}: {error.strerror or error}. Free "
+                        "space there, set XDG_CACHE_HOME to another folder, or read the file into memory: "
+                        "data.in_memory=true.") from None
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
         try:
@@ -143,21 +147,25 @@ def _write_features(file: Path, path: str, target: str, task: str, delimiter: st
     check_column(header, target, path, "data.target")
     names = [str(c) for c in check_features(header, target, path).columns]
     rows, all_finite, targets = 0, np.ones(len(names), dtype=bool), []
+    chunks = pd.read_csv(file, sep=delimiter, chunksize=max(1, CHUNK_BYTES // (8 * len(header.columns))))
     with x_file.open("wb") as out:
         out.write(b"\0" * NPY_HEADER_BYTES)
-        try:
-            for chunk in pd.read_csv(file, sep=delimiter, chunksize=max(1, CHUNK_BYTES // (8 * len(header.columns)))):
-                if chunk.empty:  # a header without rows comes as one empty chunk
-                    continue
-                features = chunk.drop(columns=[target])
-                check_numeric(features, path)
-                x, finite = float32_features(features)
-                all_finite &= finite
-                out.write(x.tobytes())  # row-major, whatever order pandas handed out
-                rows += len(x)
-                targets.append(chunk[target])
-        except reading as error:
-            raise read_error(file, error) from None
+        while True:
+            try:  # only the reading: an error writing the cache is not the CSV's
+                chunk = next(chunks, None)
+            except reading as error:
+                raise read_error(file, error) from None
+            if chunk is None:
+                break
+            if chunk.empty:  # a header without rows comes as one empty chunk
+                continue
+            features = chunk.drop(columns=[target])
+            check_numeric(features, path)
+            x, finite = float32_features(features)
+            all_finite &= finite
+            out.write(x.tobytes())  # row-major, whatever order pandas handed out
+            rows += len(x)
+            targets.append(chunk[target])
         if rows == 0:
             raise no_rows_error(file)
         if not all_finite.all():

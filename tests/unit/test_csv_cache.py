@@ -176,3 +176,16 @@ def test_auto_streams_when_the_estimated_float32_size_passes_the_limit(monkeypat
     assert isinstance(_raw(path="d.csv", target="y").x, np.ndarray)
     monkeypatch.setattr(lazy, "IN_MEMORY_LIMIT_BYTES", 200)
     assert isinstance(_raw(path="d.csv", target="y").x, MemmapFeatures)
+
+
+def test_a_cache_that_cannot_be_written_is_a_data_error_naming_its_folder(monkeypatch):
+    with open("d.csv", "w") as out:
+        out.write(good_csv())
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv_cache.np, "save", full)
+    with pytest.raises(DataError, match="cannot write the cache that streams 'd.csv' in .*d.csv.dlrun-cache: No space"):
+        _raw(path="d.csv", target="y", in_memory=False)
+    assert not os.path.exists("d.csv.dlrun-cache")
