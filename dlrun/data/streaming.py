@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING, Union
 
@@ -92,7 +93,16 @@ def worker_loader(dataset, jobs, num_workers: int, pin_memory: bool = False, per
     fork = num_workers > 0 and sys.platform.startswith("linux")
     return DataLoader(dataset, batch_size=None, sampler=jobs, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=persistent and num_workers > 0, generator=torch.Generator().manual_seed(0),
-                      multiprocessing_context="fork" if fork else None, collate_fn=_as_made)
+                      multiprocessing_context="fork" if fork else None, collate_fn=_as_made,
+                      worker_init_fn=_leave_signals_to_training)
+
+
+def _leave_signals_to_training(_worker_id: int) -> None:
+    """Ctrl-C in a terminal (and SLURM's SIGTERM) reaches every process of the group: a worker that died of
+    it would fail the next batch, where training stops at a batch boundary with a checkpoint. The training
+    process answers the signal and ends its workers (which also end when it is gone)."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
 
 
 def _as_made(item):

@@ -8,8 +8,10 @@ to resume from, and a file that cannot be read is a DataError naming it, never a
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from PIL import Image
@@ -186,3 +188,19 @@ def test_num_workers_auto_leaves_a_core_for_training(monkeypatch):
     assert resolve_num_workers("auto") == 8
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert resolve_num_workers("auto") == 0 and resolve_num_workers(3) == 3
+
+
+def test_ctrl_c_to_the_process_group_leaves_the_workers_reading(tmp_path):
+    """A terminal's Ctrl-C (or SLURM's SIGTERM) reaches the workers too; training stops at a batch boundary
+    only if they keep serving batches until then."""
+    split, _, y = _split(tmp_path, n=60)
+    loader = StreamingLoader(split, y, 2, shuffle=False, num_workers=2)
+    before = {child.pid for child in psutil.Process().children()}
+    batches = iter(loader)
+    next(batches)
+    workers = [child.pid for child in psutil.Process().children() if child.pid not in before]
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+    assert len(list(batches)) == len(loader) - 1
