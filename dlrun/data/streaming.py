@@ -39,7 +39,7 @@ def resolve_num_workers(value: NumWorkers | None) -> int:
     """The worker processes to read streamed data with: `auto` (or a config without the key) gives one per
     core the process may use, less one for training itself, at most MAX_AUTO_WORKERS, on Linux (elsewhere
     workers would be spawned, and an augmentation need not pickle: 0); 0 reads in the training process.
-    A daemonic process (a grid's pool worker) cannot start processes: 0 there."""
+    A daemonic process cannot start processes: 0 there."""
     if multiprocessing.current_process().daemon:
         return 0
     if value is None or value == "auto":
