@@ -76,10 +76,6 @@ class LazySplit:
         with torch.no_grad():
             return self.preprocess(torch.from_numpy(self.features.rows(picked))).contiguous()
 
-    def to(self, device) -> "LazySplit":
-        """Itself: rows are moved to a device batch by batch, by whoever reads them."""
-        return self
-
 
 def worker_loader(dataset, jobs, num_workers: int, pin_memory: bool = False, persistent: bool = False):
     """A torch DataLoader that turns each of `jobs` (any iterable of keys) into `dataset[job]`, in order.
