@@ -118,12 +118,14 @@ class Recurrent(nn.Module):
         back. With more than one bidirectional layer the second layer's backward input
         would mix both, so the builder refuses that combination after an embedding.
         """
-        steps, _ = self.rnn(x)
-        if self.rnn.bidirectional:
+        if self.rnn.bidirectional:  # both layouts in one call: one batch twice as large runs faster than two
             width = self.rnn.hidden_size
             pad_count = padding.sum(dim=1)
-            backward, _ = self.rnn(_rotate_rows(x, pad_count))
-            steps = torch.cat([steps[..., :width], _rotate_rows(backward, -pad_count)[..., width:]], dim=-1)
+            both, _ = self.rnn(torch.cat([x, _rotate_rows(x, pad_count)]))
+            forward, backward = both[: x.shape[0]], both[x.shape[0]:]
+            steps = torch.cat([forward[..., :width], _rotate_rows(backward, -pad_count)[..., width:]], dim=-1)
+        else:
+            steps, _ = self.rnn(x)
         if not self.last_only:
             return steps.masked_fill(padding.unsqueeze(-1), 0.0)
         if not self.rnn.bidirectional:
