@@ -21,6 +21,7 @@ from dlrun.cli import app
 from dlrun.config.compose import compose
 from dlrun.config.validate import validate
 from dlrun.data.prepare import load_data
+from dlrun.lifecycle.evaluate import evaluate
 from dlrun.lifecycle.reproduce import reproduce
 from dlrun.lifecycle.resume import resume
 from dlrun.training.module import DlrunModule
@@ -80,6 +81,10 @@ def test_streamed_and_in_memory_train_identically(place, uninterrupted):
     _assert_same_weights(held, uninterrupted)
     assert held.test_metrics == uninterrupted.test_metrics
     assert held.history == uninterrupted.history
+
+
+def test_eval_of_a_streamed_run_scores_its_test_split_again(place, uninterrupted):
+    assert evaluate(uninterrupted.run_id) == pytest.approx(uninterrupted.test_metrics, rel=1e-6)
 
 
 def test_reproduce_of_a_streamed_run_is_bit_exact(place, uninterrupted):
