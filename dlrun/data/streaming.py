@@ -35,18 +35,19 @@ MAX_AUTO_WORKERS = 8
 NumWorkers = Union[int, str]  # a count >= 0, or "auto" (checked in dlrun.config.validate)
 
 
-def resolve_num_workers(value: NumWorkers | None) -> int:
+def resolve_num_workers(value: NumWorkers | None, ranks_here: int = 1) -> int:
     """The worker processes to read streamed data with: `auto` (or a config without the key) gives one per
-    core the process may use, less one for training itself, at most MAX_AUTO_WORKERS, on Linux (elsewhere
-    workers would be spawned, and an augmentation need not pickle: 0); 0 reads in the training process.
-    A daemonic process cannot start processes: 0 there."""
+    core the process may use (its share, when `ranks_here` DDP ranks train on this machine), less one for
+    training itself, at most MAX_AUTO_WORKERS, on Linux (elsewhere workers would be spawned, and an
+    augmentation need not pickle: 0); 0 reads in the training process. A daemonic process cannot start
+    processes: 0 there."""
     if multiprocessing.current_process().daemon:
         return 0
     if value is None or value == "auto":
         if not sys.platform.startswith("linux"):
             return 0
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(0, min(MAX_AUTO_WORKERS, cores - 1))
+        return max(0, min(MAX_AUTO_WORKERS, cores // max(1, ranks_here) - 1))
     return int(value)
 
 

@@ -69,7 +69,9 @@ def make_loaders(run: RunConfig, prepared: Prepared, progress=None) -> dict:
     loader, streamed = BatchLoader, {}
     if isinstance(data.x_train, LazySplit):  # streamed from disk by workers; data in memory needs none
         loader = StreamingLoader
-        streamed = {"num_workers": resolve_num_workers(run.data.get("num_workers")), "pin_memory": _on_gpu(run)}
+        ranks_here = progress.shard()[1] // max(1, int(run.trainer.get("num_nodes", 1))) if progress else 1
+        streamed = {"num_workers": resolve_num_workers(run.data.get("num_workers"), ranks_here),
+                    "pin_memory": _on_gpu(run)}
     return {
         "train": loader(data.x_train, data.y_train, batch_size, shuffle=True, seed=run.seed,
                         augment=prepared.augment, progress=progress, **streamed),

@@ -186,6 +186,7 @@ def test_num_workers_auto_leaves_a_core_for_training(monkeypatch):
     assert resolve_num_workers("auto") == resolve_num_workers(None) == 3
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert resolve_num_workers("auto") == 8
+    assert resolve_num_workers("auto", ranks_here=16) == 3  # DDP: each rank its share of the cores
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert resolve_num_workers("auto") == 0 and resolve_num_workers(3) == 3
 
