@@ -35,7 +35,8 @@ def text(path: str | None = None, text: str | None = None, target: str | None = 
         key = "data.text" if not text else "data.target"
         raise DataError(f"data=text needs the {'text' if not text else 'target'} column: set {key}=COLUMN for {path}.")
     if text == target:
-        raise DataError(f"data.text and data.target both name the column '{text}' of {path}; the target is another column.")
+        raise DataError(f"data.text and data.target both name the column '{text}' of {path}; "
+                        "the target is another column.")
     frame = _read(Path(path), delimiter)
     check_column(frame, text, path, "data.text")
     check_column(frame, target, path, "data.target")

@@ -43,7 +43,8 @@ def text_bundle_fields(raw: RawData, train: np.ndarray, val: np.ndarray, test: n
                         "column of texts.")
     ids = torch.from_numpy(tokenizer.encode(texts))
     y = torch.as_tensor(raw.y, dtype=torch.long)
-    index = {name: torch.as_tensor(rows, dtype=torch.long) for name, rows in (("train", train), ("val", val), ("test", test))}
+    index = {name: torch.as_tensor(rows, dtype=torch.long)
+             for name, rows in (("train", train), ("val", val), ("test", test))}
     return dict(
         x_train=ids[index["train"]], y_train=y[index["train"]],
         x_val=ids[index["val"]], y_val=y[index["val"]],

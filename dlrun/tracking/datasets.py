@@ -77,14 +77,17 @@ def _source(data_cfg: dict):
 
 
 def _schema(data_cfg: dict, data) -> dict:
-    """The features and the target as MLflow's datasets store a schema: one column each where the source
-    names its features and they are few (as PandasDataset writes it; the target, the CSV's by its name,
+    """The features and the target as MLflow's datasets store a schema: the text and the class column for
+    text; one column each where the source names its features and they are few (as PandasDataset writes it; the target, the CSV's by its name,
     after them), else a tensor of the sample's shape and one of the target's (as NumpyDataset writes it)."""
     from mlflow.data.schema import TensorDatasetSchema
     from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 
     targets = 1 if data.y_train.ndim == 1 else int(data.y_train.shape[1])
     classification = data.task == "classification"
+    if data.text_column:  # text: the CSV's text column (strings) and its class column
+        columns = [ColSpec(DataType.string, data.text_column), ColSpec(DataType.long, str(data_cfg["target"]))]
+        return {"mlflow_colspec": Schema(columns).to_dict()}
     names = data.feature_names
     if names and len(names) <= MAX_COLUMNS and tuple(data.sample_shape) == (len(names),):
         target = str(data_cfg.get("target") or "target")

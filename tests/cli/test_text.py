@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -20,8 +22,9 @@ from tests.text_data import write_reviews
 
 runner = CliRunner()
 # 100 rows: 70 train rows in batches of 32, 3 steps an epoch; dropout makes the random state matter.
-DATA = ["data=text", "data.path=reviews.csv", "data.text=review", "data.target=label", "regularization=dropout",
-        "trainer.enable_progress_bar=false", "tracking.system_metrics=false"]
+# The reviews have 12 tokens at most: max_length 16 keeps the recurrent steps few.
+DATA = ["data=text", "data.path=reviews.csv", "data.text=review", "data.target=label", "data.max_length=16",
+        "regularization=dropout", "trainer.enable_progress_bar=false", "tracking.system_metrics=false"]
 OVERRIDES = [*DATA, "trainer.max_epochs=2", "tracking.log_model=false"]  # the grid below logs its best model
 
 
@@ -49,6 +52,10 @@ def test_a_text_run_records_its_data_and_params(text_run):
     assert run.data.params["data.text"] == "review" and run.data.params["data.tokens"] == "word"
     assert run.data.tags["mlflow.runName"].startswith("text_lstm-text-") and run.data.tags["dlrun.data_fingerprint"]
     assert 0.0 <= run.data.metrics["test/acc"] <= 1.0
+    schemas = {each.dataset.schema for each in run.inputs.dataset_inputs}  # one per split, each the CSV's columns
+    assert len(run.inputs.dataset_inputs) == 3 and len(schemas) == 1
+    assert json.loads(schemas.pop())["mlflow_colspec"] == [{"type": "string", "name": "review", "required": True},
+                                                          {"type": "long", "name": "label", "required": True}]
 
 
 def test_eval_equals_the_logged_test_metrics(text_run):
