@@ -111,6 +111,8 @@ GOOD_TEXT = "review,label\n" + "".join(f"text number {i},{'pos' if i % 2 else 'n
 @pytest.mark.parametrize(
     "content, overrides, fragments",
     [
+        (GOOD_TEXT, ["data.text=null"], ["data=text needs the text column", "data.text=COLUMN"]),
+        (GOOD_TEXT, ["data.target=review"], ["data.text and data.target both name the column 'review'"]),
         (GOOD_TEXT, ["data.text=reveiw"], ["column 'reveiw' (data.text)", "reviews.csv", "Did you mean 'review'?"]),
         (GOOD_TEXT, ["data.target=labels"], ["column 'labels' (data.target)", "Did you mean 'label'?"]),
         (GOOD_TEXT.replace("text number 3,", ",").replace("text number 6,", "  ,"), [],
@@ -124,7 +126,7 @@ GOOD_TEXT = "review,label\n" + "".join(f"text number {i},{'pos' if i % 2 else 'n
         (GOOD_TEXT, ["model=mlp"], ["token ids", "model=text_lstm or model=text_transformer"]),
         (GOOD_TEXT, ["augment=noise"], ["augment=noise", "token ids", "augment=none"]),
     ],
-    ids=["text-column", "target-column", "empty-text", "one-class", "vocab-size-0", "max-length-0", "tokens",
+    ids=["no-text-column", "text-is-target", "text-column", "target-column", "empty-text", "one-class", "vocab-size-0", "max-length-0", "tokens",
          "not-utf8", "model-without-embedding", "augment"],
 )
 def test_bad_text_data_is_rejected_before_any_run(workdir, content, overrides, fragments):
