@@ -155,14 +155,16 @@ def test_the_streaming_benchmark_measures_both_loops_on_its_generated_folder(str
 
 
 def test_the_streaming_targets_compare_the_smallest_and_largest_sizes():
-    def loop(rss: float, images_per_s: float, per_image_ms: float) -> dict:
-        return {"peak_rss_mib": rss, "images_per_s": images_per_s, "per_image_epoch_ms": per_image_ms}
+    def loop(pss: float, images_per_s: float, per_image_ms: float) -> dict:
+        return {"peak_pss_mib": pss, "peak_rss_mib": 2 * pss, "largest_process_mib": pss / 2,
+                "images_per_s": images_per_s, "per_image_epoch_ms": per_image_ms}
 
     results = {"sizes": [2000, 50000], "runs": {
         "2000": {"dlrun": loop(1000, 900, 1.0), "hand": loop(600, 1000, 0.9)},
         "50000": {"dlrun": loop(1300, 700, 1.3), "hand": loop(610, 1000, 1.0)}}}
     rows = stream.targets(results)
     assert [r["met"] for r in rows] == [False, False, False]  # +30% memory, 0.7x, 1.3x
-    assert "+30.0%" in rows[0]["figure"] and "50,000: 0.70x (700 against 1000)" in rows[1]["figure"]
+    assert "PSS 1000 to 1300 MiB: +30.0%" in rows[0]["figure"] and "RSS summed 2000 to 2600" in rows[0]["figure"]
+    assert "50,000: 0.70x (700 against 1000)" in rows[1]["figure"]
     results["runs"]["50000"]["dlrun"] = loop(1200, 850, 1.2)
     assert [r["met"] for r in stream.targets(results)] == [True, True, True]
