@@ -3,6 +3,8 @@ API, eval on other texts, export (refused), the model rebuilt from best.ckpt; on
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,3 +117,32 @@ def test_export_refuses_a_text_run_and_writes_nothing(in_run_folder):
     result = runner.invoke(app, ["export", run_id, "--format", "torchscript", "--output", "m.pt"])
     assert result.exit_code == 2 and "reads raw text" in result.output and "dlrun predict" in result.output
     assert not (folder / "m.pt").exists()
+
+
+@pytest.mark.parametrize("tamper", ["extra-file", "code"])
+def test_a_text_model_with_more_than_its_data_is_refused(in_run_folder, tmp_path, tamper):
+    """dlrun loads a text model only as it logs it: dlrun's loader, no code, and exactly its data files."""
+    import shutil
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    folder, run_id, model_uri = in_run_folder
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    model_dir = Path(client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location.removeprefix("file://"))
+    saved = tmp_path / "saved"
+    shutil.copytree(model_dir, saved)
+    try:
+        if tamper == "extra-file":
+            (model_dir / "data" / "text_model" / "hook.py").write_text("raise SystemExit('ran')\n")
+        else:
+            spec = yaml.safe_load((model_dir / "MLmodel").read_text())
+            spec["flavors"]["python_function"]["code"] = "code"
+            (model_dir / "MLmodel").write_text(yaml.safe_dump(spec))
+        pd.DataFrame({"review": TEXTS}).to_csv("some.csv", index=False)
+        result = runner.invoke(app, ["predict", run_id, "--input", "some.csv", "--output", "tampered.csv"])
+        assert result.exit_code == 2 and "is not as dlrun train logs it" in " ".join(result.output.split())
+        assert not (folder / "tampered.csv").exists()
+    finally:
+        shutil.rmtree(model_dir)
+        shutil.copytree(saved, model_dir)
