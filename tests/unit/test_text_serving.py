@@ -128,3 +128,21 @@ def test_loads_in_a_fresh_process_without_the_net_class(saved):
     assert done.returncode == 0, done.stderr[-2000:]
     got = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(got, expected(reference, texts), rtol=1e-5, atol=1e-6)
+
+
+def test_with_the_server_gone_a_text_model_is_saved_in_the_runs_folder(saved, tmp_path):
+    """RunRecord.log_model's local fallback keeps the text model's kind: dlrun's loader and its data folder."""
+    import mlflow.pyfunc
+
+    from dlrun.tracking.record import RunRecord
+
+    _, reference = saved
+    record = RunRecord(f"sqlite:///{tmp_path / 'mlflow.db'}", "dlrun", output_dir=tmp_path / "outputs")
+    record.create("offline", {}, {}, source="dlrun train")
+    record.buffer.go_offline(ConnectionError("refused"))
+    local = record.log_model(reference.ids_model, TEXTS[:3], ["torch"], text=reference.serving)
+    assert local == str(record.local_dir / "model")
+    assert sorted(p.name for p in (Path(local) / "data" / FOLDER).iterdir()) == list(FILES)
+    np.testing.assert_allclose(mlflow.pyfunc.load_model(local).predict(["the cat"]), expected(reference, ["the cat"]),
+                               rtol=1e-5, atol=1e-6)
+    assert "the model in" in record.note()
