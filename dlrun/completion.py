@@ -15,6 +15,7 @@ Both are handled: the earlier words are joined back, and the candidates lose the
 import os
 import sqlite3
 from contextlib import closing
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -202,8 +203,6 @@ def _sweep_overrides(name_or_path: str | None) -> list[str]:
 def _roots(config_dir: str | None) -> list[Path]:
     """The config folders of config.paths.config_roots, in its order; the installed plugins' trees as
     dlrun last wrote them down (dlrun/plugin_configs.py: see the module's docstring)."""
-    from importlib import metadata
-
     from dlrun.config.paths import PACKAGE_CONF
     from dlrun.plugin_configs import remembered
     from dlrun.plugin_loading import ENTRY_POINT_GROUP
