@@ -130,7 +130,8 @@ def markdown(results: dict) -> str:
                 f"{sweeps['trials']} trials, iris MLP, {sweeps['epochs']} epochs each, TPE, no pruning: `dlrun sweep` "
                 "against bench/optuna_peer.py (the same trials by hand: Optuna, a plain PyTorch loop, each trial's "
                 "params and final metrics logged to MLflow, in the same store). Wall time of the whole process, "
-                "imports included; training is the trials' summed `fit_seconds` (dlrun's).", "",
+                "imports included; training is the trials' summed `fit_seconds` (dlrun's). On a full run each "
+                "comparison here and below runs in the order A B B A, each figure the mean of its two turns.", "",
                 "| study | wall s | training s | trials per minute |", "|---|---|---|---|",
                 f"| dlrun sweep | {dlrun['wall_s']:.1f} | {dlrun['fit_seconds']:.1f} | {dlrun['trials_per_minute']:.1f} |",
                 f"| hand-written Optuna | {peer['wall_s']:.1f} | | {peer['trials_per_minute']:.1f} |", ""]

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = {"cnn": ["data=digits", "model=cnn"], "mlp": ["data=wine", "model=mlp"]}
 SECTIONS = ("loops", "startup", "fixed", "sweeps", "pruning")
 
-FULL = {"epochs": {"cnn": 12, "mlp": 40}, "repeats": 2, "startup_repeats": 5,
+FULL = {"epochs": {"cnn": 12, "mlp": 40}, "repeats": 3, "startup_repeats": 5,
         "sweep": {"trials": 20, "epochs": 3, "long": {"trials": 8, "epochs": 25, "jobs": [1, 2]}},
         "pruning": {"trials": 20, "epochs": 15}}
 QUICK = {"epochs": {"cnn": 2, "mlp": 2}, "repeats": 1, "startup_repeats": 1,
@@ -138,10 +138,13 @@ class Bench:
                 "params": {"optim.lr": "tag(log, interval(1e-3, 1e-1))", "model.width": "choice(16, 32, 64)"}}
         peer_command = [sys.executable, "-m", "bench.optuna_peer", "--store", self.store.split("=", 1)[1],
                         "--trials", str(size["trials"]), "--epochs", str(size["epochs"])]
-        peer_wall, peer_out = self.run(peer_command, "sweeps/peer")
-        dlrun = self.study("throughput-1", size["trials"], size["epochs"], 1, spec)
-        peer = {"wall_s": peer_wall, "trials_per_minute": 60 * size["trials"] / peer_wall,
-                **json.loads(peer_out.splitlines()[-1])}
+
+        def peer_run(index: int) -> dict:
+            wall, out = self.run(peer_command, f"sweeps/peer-{index}")
+            return {"wall_s": wall, "trials_per_minute": 60 * size["trials"] / wall, **json.loads(out.splitlines()[-1])}
+
+        peer, dlrun = self.alternated(peer_run, lambda i: self.study(f"throughput-1-{i}", size["trials"],
+                                                                     size["epochs"], 1, spec))
         self.results["sweeps"] = {"trials": size["trials"], "epochs": size["epochs"], "runs": {"1": dlrun},
                                   "peer": peer, "dlrun/peer": dlrun["trials_per_minute"] / peer["trials_per_minute"],
                                   "long": long and self.long_trials(long)}
@@ -150,20 +153,47 @@ class Bench:
         """The same study of trials of at least 5 s (the digits CNN) with each n_jobs: the throughput gained."""
         spec = {"overrides": ["data=digits", "model=cnn"], "sampler": "random", "pruner": "none",
                 "params": {"optim.lr": "tag(log, interval(1e-3, 1e-2))"}}
-        runs = {str(n): self.study(f"long-{n}", long["trials"], long["epochs"], n, spec) for n in long["jobs"]}
+        first_jobs, last_jobs = long["jobs"]
+        first_run, last_run = self.alternated(
+            *(lambda i, n=n: self.study(f"long-{n}-{i}", long["trials"], long["epochs"], n, spec)
+              for n in (first_jobs, last_jobs)))
+        runs = {str(first_jobs): first_run, str(last_jobs): last_run}
         first, last = runs[str(long["jobs"][0])], runs[str(long["jobs"][-1])]
         return {**long, "runs": runs, "speedup": last["trials_per_minute"] / first["trials_per_minute"],
                 "fit_per_trial_s": first["fit_seconds"] / long["trials"]}
 
     def pruning(self) -> None:
         size = self.size["pruning"]
-        studies = {}
-        for name, pruner in (("pruned", "median"), ("unpruned", "none")):
-            spec = {"overrides": ["data=digits", "model=mlp"], "sampler": "tpe", "pruner": pruner,
+        def spec(pruner: str) -> dict:
+            return {"overrides": ["data=digits", "model=mlp"], "sampler": "tpe", "pruner": pruner,
                     "params": {"optim.lr": "tag(log, interval(1e-4, 1e-1))", "model.width": "choice(16, 32, 64, 128)",
                                "regularization.dropout": "interval(0.0, 0.5)"}}
-            studies[name] = self.study(name, size["trials"], size["epochs"], 1, spec)
-        self.results["pruning"] = {**size, "studies": studies, **compare_pruning(studies["pruned"], studies["unpruned"])}
+
+        pruned, unpruned = self.alternated(
+            lambda i: self.study(f"pruned-{i}", size["trials"], size["epochs"], 1, spec("median")),
+            lambda i: self.study(f"unpruned-{i}", size["trials"], size["epochs"], 1, spec("none")))
+        studies = {"pruned": pruned, "unpruned": unpruned}
+        self.results["pruning"] = {**size, "studies": studies, **compare_pruning(pruned, unpruned)}
+
+    def alternated(self, run_a, run_b) -> tuple[dict, dict]:
+        """run_a and run_b (each called with its turn, 0 or 1) in the order A B B A on a full run, A B on a
+        quick one; each one's figures averaged over its turns. A load that rises or falls steadily while they
+        run then weighs on both alike, not on whichever came second."""
+        if self.size["repeats"] == 1:
+            return run_a(0), run_b(0)
+        a0, b0, b1, a1 = run_a(0), run_b(0), run_b(1), run_a(1)
+        return averaged([a0, a1]), averaged([b0, b1])
+
+
+def averaged(turns: list[dict]) -> dict:
+    """One figure per key: the mean of the turns' numbers (the same study twice: trials, epochs, states and best
+    value agree; times differ); the first turn's value for the rest; every turn under "turns"."""
+    def mean(key):
+        values = [t[key] for t in turns]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        return statistics.mean(values) if numbers and len(set(values)) > 1 else values[0]
+
+    return {**{key: mean(key) for key in turns[0]}, "turns": turns}
 
 
 def compare_pruning(pruned: dict, unpruned: dict) -> dict:

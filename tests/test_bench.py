@@ -168,3 +168,21 @@ def test_the_streaming_targets_compare_the_smallest_and_largest_sizes():
     assert "50,000: 0.70x (700 against 1000)" in rows[1]["figure"]
     results["runs"]["50000"]["dlrun"] = loop(1200, 850, 1.2)
     assert [r["met"] for r in stream.targets(results)] == [True, True, True]
+
+
+def test_a_full_run_alternates_each_comparison_and_averages_its_turns(tmp_path):
+    bench = speed.Bench(speed.FULL, 1, tmp_path, "cpu")
+    calls = []
+
+    def turn(name):
+        return lambda index: calls.append(f"{name}{index}") or {"wall_s": 1.0 + 2 * index, "epochs": 30,
+                                                                 "states": {"COMPLETE": 3 - index}}
+
+    a, b = bench.alternated(turn("a"), turn("b"))
+    assert calls == ["a0", "b0", "b1", "a1"]
+    assert a["wall_s"] == b["wall_s"] == 2.0 and a["epochs"] == 30 and a["states"] == {"COMPLETE": 3}
+    assert [t["wall_s"] for t in a["turns"]] == [1.0, 3.0]
+    quick = speed.Bench(speed.QUICK, 1, tmp_path, "cpu")
+    calls.clear()
+    quick.alternated(turn("a"), turn("b"))
+    assert calls == ["a0", "b0"]
