@@ -7,6 +7,7 @@ behind; `build_trainer` builds the one that trains, complete, once the run's fol
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -22,9 +23,16 @@ from dlrun.training.ranks import ddp_strategy
 
 
 def check_trainer(run: RunConfig, task: str) -> None:
-    """Raise ConfigError now for trainer options that would fail once the run exists."""
+    """Raise ConfigError now for trainer options that would fail once the run exists. Options that passed once
+    in this process pass again without a Trainer built (a sweep's trials mostly share them)."""
     early_stopping(run.trainer.get("early_stopping"), task)
-    _lightning_trainer(run, callbacks=configured_callbacks(run))
+    key = json.dumps([run.trainer, run.callbacks, run.config["output_dir"]], sort_keys=True, default=str)
+    if key not in _CHECKED:
+        _lightning_trainer(run, callbacks=configured_callbacks(run))
+        _CHECKED.add(key)
+
+
+_CHECKED: set[str] = set()  # the trainer options check_trainer built a Trainer from without an error
 
 
 def build_trainer(run: RunConfig, task: str, checkpoint_dir: Path, metrics: EpochMetricsToMlflow,

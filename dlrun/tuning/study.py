@@ -84,7 +84,8 @@ def _run_trials(session: StudySession, parent: SweepParent, jobs: int, echo: Cal
     else:
         from dlrun.tuning.workers import run_workers
 
-        run_workers(session, jobs, echo, lambda row, rows, done: echo(progress(session, row, rows, done)))
+        run_workers(session, jobs, echo, lambda row, rows, done: echo(progress(session, row, rows, done)),
+                    lambda report: work(session, parent, report))
     if not session.options.worker:  # a worker killed after its last claim left its trial RUNNING
         budget.fail_dead_trials(session.study, session.store_uri, missing_owner_is_dead=False)
     return budget.rows_of(session.study)

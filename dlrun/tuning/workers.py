@@ -1,7 +1,9 @@
-"""n_jobs > 1: the study's trials in `dlrun sweep --worker` processes, progress read from the storage.
+"""n_jobs > 1: this process works on the study too, beside n_jobs - 1 `dlrun sweep --worker` processes.
 
 Each worker is the same command a user would start on another machine, with
 cores / n_jobs torch threads; its output goes to a log file in OUTPUT_DIR/sweeps/NAME/.
+This process has the heavy stack imported already (a worker pays about 10 s of imports on a
+small machine before its first trial), so it trains trials of its own meanwhile.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ from dlrun.tuning.session import StudySession
 LOST_GRACE_S = 60.0  # a worker notices a lost database at its next write: an epoch's end, at most
 
 
-def run_workers(session: StudySession, jobs: int, echo: Callable[[str], None], on_row: Callable) -> None:
-    """Start `jobs` workers on the study and report each trial they finish until all have exited."""
+def run_workers(session: StudySession, jobs: int, echo: Callable[[str], None], on_row: Callable,
+                work_here: Callable[[Callable[[str], None]], None]) -> None:
+    """Start jobs - 1 workers on the study, work on it here (work_here, given a progress printer), and report
+    each trial any process finishes until all have exited."""
+    from dlrun.tuning.grid import set_threads
+
     options = session.options
     threads = options.threads or max(1, (os.cpu_count() or 1) // jobs)
     command = [sys.executable, "-m", "dlrun", "sweep", str(session.spec.path), *options.overrides, "--worker",
@@ -32,30 +38,39 @@ def run_workers(session: StudySession, jobs: int, echo: Callable[[str], None], o
     logs = Path(session.output_dir) / "sweeps" / session.name
     logs.mkdir(parents=True, exist_ok=True)
     processes = []
-    for index in range(jobs):
+    for index in range(jobs - 1):
         with open(logs / f"worker-{index}.log", "ab") as log:
             # Their own session: a Ctrl-C in the terminal reaches this process only, which then
             # forwards one SIGTERM (a second signal would stop a trial at once, without its checkpoint).
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                               env=environment))
-    echo(f"dlrun: {jobs} worker processes, {threads} torch thread{'s' if threads > 1 else ''} each; logs in {logs}")
+    echo(f"dlrun: {jobs} processes (this one and {jobs - 1} worker{'s' if jobs > 2 else ''}), {threads} torch "
+         f"thread{'s' if threads > 1 else ''} each; worker logs in {logs}")
+    set_threads(threads)
     seen = {r.number for r in budget.rows_of(session.study) if r.state.is_finished()}
     try:
+        # Every process's finished trials, in order, after each trial of this one.
+        work_here(lambda _line: _report_new(session, seen, on_row))
         while True:
             alive = [p for p in processes if p.poll() is None]
             _report_new(session, seen, on_row)
             if not alive:
                 break
             time.sleep(1.0)
-    except KeyboardInterrupt:
-        _stop(processes)
+    except storage.StorageLost:
+        _stop(processes, grace_s=LOST_GRACE_S)  # each fails its trial at its next write, or is stopped
+        _tell_failed(processes, logs, echo)
         raise
     except Exception as error:
         if "://" not in session.storage_url or not storage.is_lost_connection(error):
+            _stop(processes)
             raise
-        _stop(processes, grace_s=LOST_GRACE_S)  # each fails its trial at its next write, or is stopped
+        _stop(processes, grace_s=LOST_GRACE_S)
         _tell_failed(processes, logs, echo)
         raise storage.lost(session.storage_url, session.name, error) from None
+    except KeyboardInterrupt:
+        _stop(processes)
+        raise
     _tell_failed(processes, logs, echo)
 
 

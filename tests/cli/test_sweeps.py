@@ -3,6 +3,7 @@ survive failing trials, prune, resume after a kill, and share one study among wo
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -208,20 +209,33 @@ def test_worker_processes_on_one_storage_run_exactly_n_trials(workdir):
     write_sweep(workdir, "shared", STUDY.format(epochs=3, n_trials=7, sampler="random", pruner="none",
                                                 params="  optim.lr: tag(log, interval(1e-3, 1e-1))\n"
                                                        "  model.width: choice(8, 16, 32)"))
-    result = run_dlrun("sweep", "shared.yaml", "--n-jobs", "3", cwd=workdir)
-    assert result.returncode == 0, result.stdout + result.stderr
+    # The claim lock held until both workers opened the study: the command, which trains trials too and has
+    # nothing to import, would otherwise often run these short trials alone.
+    from dlrun.tuning.budget import lock_path_for
+
+    logs = workdir / "outputs" / "sweeps" / "shared"
+    (workdir / "optuna").mkdir()
+    with open(lock_path_for(str(workdir / "optuna" / "shared.journal"), "shared"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        process = subprocess.Popen([*dlrun_command(), "sweep", "shared.yaml", "--n-jobs", "3"], cwd=workdir,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 300
+        while sum("trials done" in log.read_text() for log in logs.glob("worker-*.log")) < 2:
+            assert time.time() < deadline and process.poll() is None, process.communicate()
+            time.sleep(0.2)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, out + err
     study = open_study(workdir, "shared")
     assert [t.number for t in study.trials] == list(range(7))
     assert {t.state.name for t in study.trials} == {"COMPLETE"}
     owners = {t.user_attrs["dlrun_owner"] for t in study.trials}
-    assert len(owners) >= 2  # the trials were shared among worker processes
+    assert len(owners) >= 2  # the trials were shared among the processes
     _, runs = mlflow_runs(workdir / "mlflow.db")
     (parent,) = parents(runs)
     children = children_of(runs, parent.info.run_id)
     assert len(children) == 7
     assert sorted(int(c.data.tags["dlrun.trial_number"]) for c in children) == list(range(7))  # none twice
-    for index in range(3):
-        assert (workdir / "outputs" / "sweeps" / "shared" / f"worker-{index}.log").is_file()
+    assert sorted(p.name for p in logs.glob("worker-*.log")) == ["worker-0.log", "worker-1.log"]  # and the command
 
 
 def test_a_joining_worker_and_the_starter_share_the_budget(workdir):
@@ -281,6 +295,20 @@ def wait_for_training_trial(folder: Path, name: str, process: subprocess.Popen) 
     pytest.fail("no trial started training")
 
 
+def wait_for_worker_trial(folder: Path, name: str, process: subprocess.Popen):
+    """Until a worker process (not the command itself, which trains trials too) trains a trial: that trial."""
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if (folder / "optuna" / f"{name}.journal").exists():
+            for trial in open_study(folder, name).trials:
+                owner = trial.user_attrs.get("dlrun_owner")
+                if (trial.state.name == "RUNNING" and "mlflow_run_id" in trial.user_attrs and owner
+                        and int(pid_of(owner)) != process.pid):
+                    return trial
+        time.sleep(0.2)
+    pytest.fail("no worker started training")
+
+
 def test_ctrl_c_stops_the_study_with_the_trial_killed_and_the_next_run_resumes(workdir):
     write_sweep(workdir, "stop", STUDY.format(epochs=400, n_trials=2, sampler="random", pruner="none",
                                               params="  optim.lr: tag(log, interval(1e-3, 1e-1))"))
@@ -324,9 +352,7 @@ def test_a_killed_worker_leaves_the_others_going_and_its_trial_is_run_again(work
                                                  params="  optim.lr: tag(log, interval(1e-3, 1e-1))"))
     process = subprocess.Popen([*dlrun_command(), "sweep", "workers.yaml", "--n-jobs", "2"], cwd=workdir,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_training_trial(workdir, "workers", process)
-    (victim,) = [t for t in open_study(workdir, "workers").trials
-                 if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs][:1]
+    victim = wait_for_worker_trial(workdir, "workers", process)
     worker_pid = int(pid_of(victim.user_attrs["dlrun_owner"]))
     os.kill(worker_pid, signal.SIGKILL)
     out, err = process.communicate(timeout=600)
