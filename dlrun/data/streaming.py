@@ -95,11 +95,11 @@ def worker_loader(dataset, jobs, num_workers: int, pin_memory: bool = False, per
 
 
 def _leave_signals_to_training(_worker_id: int) -> None:
-    """Ctrl-C in a terminal (and SLURM's SIGTERM) reaches every process of the group: a worker that died of
-    it would fail the next batch, where training stops at a batch boundary with a checkpoint. The training
-    process answers the signal and ends its workers (which also end when it is gone)."""
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, signal.SIG_IGN)
+    """Ctrl-C in a terminal reaches every process of the group: a worker that died of it would fail the next
+    batch, where training stops at a batch boundary with a checkpoint. The training process answers it and
+    ends its workers (which also end when it is gone). SIGTERM keeps its default: it is how workers are
+    ended at exit, and training stops on a SIGTERM to the group whatever its workers do (StopOnSignal)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _as_made(item):

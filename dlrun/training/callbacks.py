@@ -246,8 +246,10 @@ class StopOnSignal(pl.Callback):
         # In test the module holds the best weights, not the last: last.ckpt from fit stays as it is.
         fitting = trainer.state.fn == TrainerFn.FITTING
         # A second signal mid-step: keep what there is. A file that could not be read stops fit while the
-        # next batch is fetched, between two steps: the checkpoint there resumes exactly.
-        if isinstance(exception, (KeyboardInterrupt, DataError)) and not self.interrupted and fitting:
+        # next batch is fetched, between two steps: the checkpoint there resumes exactly. So does whatever
+        # breaks once a stop is asked for (a SIGTERM to the process group ends data workers too).
+        stopping = isinstance(exception, (KeyboardInterrupt, DataError)) or self.requested
+        if stopping and not self.interrupted and fitting:
             self.interrupted = True
             trainer.save_checkpoint(self.path)
 

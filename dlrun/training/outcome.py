@@ -94,6 +94,12 @@ class RunOutcome:
             raise self._killed(f"at step {trainer.global_step}") from None
         except DataError as error:  # a streamed file that cannot be read; StopOnSignal saved the checkpoint
             raise self.unreadable_data(error) from None
+        except Exception:
+            if not stopper.requested:
+                raise
+            # The user's stop came first; what broke on the way (data workers ended by a SIGTERM to the
+            # whole process group) is part of it. StopOnSignal saved the checkpoint where fit stopped.
+            raise self._killed(f"at step {trainer.global_step}") from None
 
     def finish(self, model_uri: str | None) -> None:
         """Everything is logged: FINISHED, or FAILED when the store refused what a FINISHED run must hold
