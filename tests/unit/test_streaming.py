@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import psutil
@@ -204,3 +206,37 @@ def test_ctrl_c_to_the_process_group_leaves_the_workers_reading(tmp_path):
     for pid in workers:
         os.kill(pid, signal.SIGINT)
     assert len(list(batches)) == len(loader) - 1
+
+
+PERSISTENT = """
+import sys, warnings
+import numpy as np, torch
+from dlrun.data import lazy
+from dlrun.data.loader import BatchLoader
+from dlrun.data.streaming import LazySplit, StreamingLoader
+warnings.simplefilter("ignore")  # pin_memory without a GPU
+x = np.arange(150, dtype=np.float32).reshape(50, 3)
+np.save(sys.argv[1], x)
+split = LazySplit(lazy.MemmapFeatures(sys.argv[1], np.load(sys.argv[1], mmap_mode="r")), np.arange(50),
+                  torch.nn.Sequential(), (3,))
+streaming = StreamingLoader(split, torch.arange(50), 4, shuffle=True, seed=3, num_workers=2, pin_memory=True)
+assert streaming._loader.persistent_workers
+reference = BatchLoader(torch.from_numpy(x), torch.arange(50), 4, shuffle=True, seed=3)
+abandoned, skipped = iter(streaming), iter(reference)  # a sanity check's two batches, then whole epochs
+for _ in range(2):
+    next(abandoned), next(skipped)
+del abandoned, skipped
+for _ in range(2):
+    pairs = list(zip(streaming, reference))
+    assert len(pairs) == len(reference)
+    assert all(torch.equal(a, b) and torch.equal(ay, by) for (a, ay), (b, by) in pairs)
+print("done")
+"""
+
+
+def test_persistent_workers_serve_every_pass_and_let_the_process_exit(tmp_path):
+    """On a GPU the workers live from one pass to the next (pin_memory=True): an abandoned pass must not
+    shift the next, and the process must still exit (its workers ended with it)."""
+    done = subprocess.run([sys.executable, "-c", PERSISTENT, str(tmp_path / "x.npy")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
