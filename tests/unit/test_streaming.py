@@ -18,6 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
+from dlrun.config.compose import compose
+from dlrun.config.validate import validate
 from dlrun.data import lazy
 from dlrun.data.augment import AUGMENTS
 from dlrun.data.image_files import ImageFiles
@@ -26,7 +28,7 @@ from dlrun.data.prepare import _bundle, _scaling, load_data, split_indices
 from dlrun.data.raw import RawData
 from dlrun.data.sources import DATASETS
 from dlrun.data.streaming import LazySplit, StreamingLoader, resolve_num_workers
-from dlrun.errors import DataError
+from dlrun.errors import ConfigError, DataError
 
 
 def _images(root, per_class=10, size=(5, 4), seed=0):
@@ -240,3 +242,14 @@ def test_persistent_workers_serve_every_pass_and_let_the_process_exit(tmp_path):
     done = subprocess.run([sys.executable, "-c", PERSISTENT, str(tmp_path / "x.npy")], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
+
+
+def test_num_workers_is_checked_and_optional():
+    composed = compose(["data=iris"])
+    assert composed.config["data"]["num_workers"] == "auto"
+    del composed.config["data"]["num_workers"]  # a run recorded before the key existed
+    assert "num_workers" not in validate(composed).data
+    assert validate(compose(["data=iris", "data.num_workers=3"])).data["num_workers"] == 3
+    for bad in ("-1", "many", "1.5"):
+        with pytest.raises(ConfigError, match=r"'data.num_workers' must be auto or a count of 0 or more"):
+            validate(compose(["data=iris", f"data.num_workers={bad}"]))
