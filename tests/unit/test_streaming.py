@@ -29,6 +29,7 @@ from dlrun.data.raw import RawData
 from dlrun.data.sources import DATASETS
 from dlrun.data.streaming import LazySplit, StreamingLoader, resolve_num_workers
 from dlrun.errors import ConfigError, DataError
+from dlrun.lifecycle.evaluate import _predicted
 
 
 def _images(root, per_class=10, size=(5, 4), seed=0):
@@ -253,3 +254,18 @@ def test_num_workers_is_checked_and_optional():
     for bad in ("-1", "many", "1.5"):
         with pytest.raises(ConfigError, match=r"'data.num_workers' must be auto or a count of 0 or more"):
             validate(compose(["data=iris", f"data.num_workers={bad}"]))
+
+
+def test_eval_on_other_streamed_data_predicts_every_row_a_chunk_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(lazy, "CHUNK_ROWS", 4)
+    split, _, _ = _split(tmp_path, n=10)
+    seen = []
+
+    class Model:  # what the served model offers: predict on raw rows
+        def predict(self, rows):
+            seen.append(len(rows))
+            return rows.sum(axis=1, keepdims=True)
+
+    outputs = _predicted(Model(), split.features)
+    np.testing.assert_array_equal(outputs, lazy.materialize(split.features).sum(axis=1, keepdims=True))
+    assert seen == [4, 4, 2]
