@@ -173,7 +173,8 @@ def _bundle(raw: RawData, train, val, test, num_workers=None) -> DataBundle:
         example = raw.x.rows(train[:5])
     else:
         with torch.no_grad():
-            whole = preprocess(torch.tensor(raw.x, dtype=torch.float32)).contiguous()  # a copy: sources may be read-only
+            # a copy: sources may be read-only
+            whole = preprocess(torch.tensor(raw.x, dtype=torch.float32)).contiguous()
         x = {name: whole[split] for name, split in index.items()}
         example = raw.x[train[:5]].astype(np.float32)
     return DataBundle(

@@ -117,13 +117,13 @@ def test_chunked_scaling_of_features_on_different_scales(tmp_path, monkeypatch, 
     np.save(tmp_path / "x.npy", x)
     features = lazy.MemmapFeatures(str(tmp_path / "x.npy"), np.load(tmp_path / "x.npy", mmap_mode="r"))
     y = np.arange(101) % 2
-    train = split_indices(RawData(x, y, "classification", (4,)), 0.2, 0.2, 0)[0]
-    held = _scaling(RawData(x, y, "classification", (4,), shared_scale=shared), train)
-    streamed = _scaling(RawData(features, y, "classification", (4,), shared_scale=shared), train)
+    splits = split_indices(RawData(x, y, "classification", (4,)), 0.2, 0.2, 0)
+    held = _scaling(RawData(x, y, "classification", (4,), shared_scale=shared), splits[0])
+    streamed = _scaling(RawData(features, y, "classification", (4,), shared_scale=shared), splits[0])
     for expected, got in zip(held, streamed):
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=0)
-    in_memory = _bundle(RawData(x, y, "classification", (4,)), *split_indices(RawData(x, y, "classification", (4,)), 0.2, 0.2, 0))
-    lazily = _bundle(RawData(features, y, "classification", (4,)), *split_indices(RawData(x, y, "classification", (4,)), 0.2, 0.2, 0))
+    in_memory = _bundle(RawData(x, y, "classification", (4,)), *splits)
+    lazily = _bundle(RawData(features, y, "classification", (4,)), *splits)
     assert lazily.fingerprint == in_memory.fingerprint  # a memory-mapped array hashes as the same array in memory
 
 
