@@ -128,7 +128,7 @@ class _BatchMaker:
         self.x, self.y, self.augment = x, y, augment
 
     def __getitem__(self, job: BatchJob):
-        rows = torch.arange(len(self.x))[job.rows] if isinstance(job.rows, slice) else job.rows
+        rows = torch.arange(*job.rows.indices(len(self.x))) if isinstance(job.rows, slice) else job.rows
         try:
             inputs = self.x[rows]
         except DataError as error:
