@@ -189,3 +189,21 @@ def test_a_cache_that_cannot_be_written_is_a_data_error_naming_its_folder(monkey
     with pytest.raises(DataError, match="cannot write the cache that streams 'd.csv' in .*d.csv.dlrun-cache: No space"):
         _raw(path="d.csv", target="y", in_memory=False)
     assert not os.path.exists("d.csv.dlrun-cache")
+
+
+def test_the_cached_features_prepare_the_bundle_the_in_memory_path_prepares():
+    import torch
+
+    from dlrun.data.prepare import load_data
+
+    with open("d.csv", "w") as out:
+        out.write(rows("a,b,y", *(f"{i * 0.37:.3f},{i % 7},{'cat dog emu'.split()[i % 3]}" for i in range(60))))
+    config = {"name": "csv", "batch_size": 16, "val_fraction": 0.2, "test_fraction": 0.2, "path": "d.csv",
+              "target": "y"}
+    cached, loaded = load_data({**config, "in_memory": False}, 0), load_data({**config, "in_memory": True}, 0)
+    assert cached.fingerprint == loaded.fingerprint and cached.class_names == loaded.class_names == ["cat", "dog", "emu"]
+    for split in ("train", "val", "test"):
+        streamed, held = getattr(cached, f"x_{split}"), getattr(loaded, f"x_{split}")
+        assert not isinstance(streamed, torch.Tensor)
+        torch.testing.assert_close(streamed[np.arange(len(streamed))], held, rtol=1e-6, atol=1e-6)
+        assert torch.equal(getattr(cached, f"y_{split}"), getattr(loaded, f"y_{split}"))

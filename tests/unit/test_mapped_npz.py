@@ -107,3 +107,19 @@ def test_a_npy_file_without_targets_names_data_y_path(images):
     np.save(folder / "short.npy", np.arange(299) % 2)
     with pytest.raises(DataError, match="'features.npy' has 300 samples .* 'short.npy' has 299"):
         _raw(path=str(folder / "features.npy"), y_path=str(folder / "short.npy"), in_memory=False)
+
+
+def test_mapped_features_prepare_the_bundle_the_in_memory_path_prepares(images):
+    import torch
+
+    from dlrun.data.prepare import load_data
+
+    config = {"name": "npz", "batch_size": 16, "val_fraction": 0.2, "test_fraction": 0.2,
+              "path": str(images[0] / "plain.npz")}
+    mapped, loaded = load_data({**config, "in_memory": False}, 0), load_data({**config, "in_memory": True}, 0)
+    assert mapped.fingerprint == loaded.fingerprint and mapped.class_names == loaded.class_names
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(mapped.split_rows[split], loaded.split_rows[split])
+        streamed, held = getattr(mapped, f"x_{split}"), getattr(loaded, f"x_{split}")
+        assert not isinstance(streamed, torch.Tensor)
+        torch.testing.assert_close(streamed[np.arange(len(streamed))], held, rtol=1e-6, atol=1e-6)
