@@ -58,12 +58,14 @@ class DataBundle:
         return self.num_classes if self.task == "classification" else int(self.y_train.shape[1])
 
 
-def load_data(data_cfg: dict, seed: int) -> DataBundle:
+def load_data(data_cfg: dict, seed: int, ranks_here: int = 1) -> DataBundle:
     """Load the configured data set, split it and fit preprocessing on the train split.
 
     Args:
         data_cfg: the validated `data` config: name, the common keys and the source's own.
         seed: the run's seed; it shuffles the split (chronological sets ignore it).
+        ranks_here: the processes loading it at once on this machine (DDP ranks): with
+            data.num_workers=auto, the scaling pass of streamed features takes this process's share of the cores.
     """
     from dlrun.data.sources import COMMON_KEYS
 
@@ -75,7 +77,7 @@ def load_data(data_cfg: dict, seed: int) -> DataBundle:
         from dlrun.data.text_prepare import text_bundle_fields
 
         return DataBundle(**text_bundle_fields(raw, train, val, test))
-    return _bundle(raw, train, val, test)
+    return _bundle(raw, train, val, test, data_cfg.get("num_workers"), ranks_here)
 
 
 def split_indices(raw: RawData, val_fraction: float, test_fraction: float, seed: int):
@@ -140,13 +142,13 @@ def _chronological_split(time_span: np.ndarray, n_val: int, n_test: int, val_fra
     return np.sort(train), np.sort(val), np.sort(test)
 
 
-def _bundle(raw: RawData, train, val, test, num_workers=None) -> DataBundle:
+def _bundle(raw: RawData, train, val, test, num_workers=None, ranks_here: int = 1) -> DataBundle:
     import torch
     from torch import nn
 
     from dlrun.models.modules import Probabilities, Reshape, Standardize, Unstandardize
 
-    mean, scale = _scaling(raw, train, num_workers)
+    mean, scale = _scaling(raw, train, num_workers, ranks_here)
     scale = np.where(scale > 1e-12, scale, 1.0)
     steps = [Standardize(torch.tensor(mean), torch.tensor(scale))]
     if raw.sample_shape != (raw.x.shape[1],):
@@ -188,7 +190,7 @@ def _bundle(raw: RawData, train, val, test, num_workers=None) -> DataBundle:
     )
 
 
-def _scaling(raw: RawData, train: np.ndarray, num_workers=None) -> tuple[np.ndarray, np.ndarray]:
+def _scaling(raw: RawData, train: np.ndarray, num_workers=None, ranks_here: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(mean, std) of the training rows, float64, one per feature. Pixels (or lagged values of one series)
     share one scale, so an always-blank pixel is not blown up and every lag is scaled alike. Streamed
     features are fitted by a chunked pass (dlrun.data.lazy_scaling) that agrees with this one."""
@@ -197,7 +199,7 @@ def _scaling(raw: RawData, train: np.ndarray, num_workers=None) -> tuple[np.ndar
         from dlrun.data.lazy_scaling import fit_scaling
         from dlrun.data.streaming import resolve_num_workers
 
-        return fit_scaling(raw.x, train, shared, resolve_num_workers(num_workers))
+        return fit_scaling(raw.x, train, shared, resolve_num_workers(num_workers, ranks_here))
     x_fit = raw.x[train].astype(np.float64)
     if shared:
         return np.full(raw.x.shape[1], x_fit.mean()), np.full(raw.x.shape[1], x_fit.std())

@@ -39,6 +39,16 @@ def global_rank() -> int:
     return local if node == 0 else node * 1_000 + local  # only zero-or-not matters off node 0
 
 
+def ranks_on_this_node(num_nodes: int = 1) -> int:
+    """The ranks running now on this machine, from the launchers' environment: LOCAL_WORLD_SIZE (torchrun),
+    else WORLD_SIZE over `num_nodes` (the ranks Lightning's launcher started); 1 in a single process, and in
+    rank 0 of Lightning's launcher before fit starts the others (it is alone until then)."""
+    env = os.environ
+    if "LOCAL_WORLD_SIZE" in env:
+        return max(1, int(env["LOCAL_WORLD_SIZE"]))
+    return max(1, int(env.get("WORLD_SIZE", "1")) // max(1, num_nodes))
+
+
 class NullRecord:
     """The MLflow record of a rank other than 0: it writes nothing."""
 

@@ -39,10 +39,11 @@ def prepare(run: RunConfig) -> Prepared:
     from dlrun.data.prepare import load_data
     from dlrun.models.build import build_model
     from dlrun.training.module import DlrunModule
+    from dlrun.training.ranks import ranks_on_this_node
 
     quiet_lightning()
     pl.seed_everything(run.seed, verbose=False)
-    data = load_data(run.data, run.seed)
+    data = load_data(run.data, run.seed, ranks_on_this_node(int(run.trainer.get("num_nodes", 1))))
     augment = _augmentation(run, data.sample_shape, data.tokenizer is not None)  # one that does not fit fails here
     loss_name, loss_options = run.loss
     check_fits(loss_name, data.task, data.num_classes)

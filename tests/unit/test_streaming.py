@@ -109,6 +109,26 @@ def test_streamed_image_scaling_equals_the_in_memory_one(images, monkeypatch, nu
     assert np.array_equal(streamed.raw_example, held.raw_example)
 
 
+def test_the_scaling_pass_reads_with_data_num_workers(images, monkeypatch):
+    from dlrun.data import streaming
+    from dlrun.training.ranks import ranks_on_this_node
+
+    counts, real = [], streaming.worker_loader
+    monkeypatch.setattr(streaming, "worker_loader",
+                        lambda dataset, jobs, num_workers, *args, **kwargs:
+                        counts.append(num_workers) or real(dataset, jobs, num_workers, *args, **kwargs))
+    for num_workers in (0, 2):
+        load_data(_cfg(images, False, num_workers), 0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(9)), raising=False)
+    load_data(_cfg(images, False, "auto"), 0, ranks_here=4)  # DDP: 4 ranks share 9 cores, one for each rank
+    assert counts == [0, 2, 1]
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "8")  # what Lightning's launcher gives the ranks it starts
+    assert ranks_on_this_node(num_nodes=2) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")  # torchrun
+    assert ranks_on_this_node(num_nodes=2) == 3
+
+
 @pytest.mark.parametrize("shared", [False, True])
 def test_chunked_scaling_of_features_on_different_scales(tmp_path, monkeypatch, shared):
     monkeypatch.setattr(lazy, "CHUNK_ROWS", 7)
