@@ -23,6 +23,10 @@ class DataError(DlrunError):
     """The data cannot be loaded or split as configured."""
 
 
+class WorkerDied(DataError):
+    """A process reading streamed data died (out of memory, a file that changed under a memory map)."""
+
+
 class PluginError(DlrunError):
     """A plugin cannot be loaded, registers a name it may not, or a run needs one that is not loaded."""
 

@@ -24,12 +24,13 @@ def fit_scaling(features: "LazyFeatures", rows: np.ndarray, shared: bool, num_wo
     """(mean, std) of the features over `rows`, float64 arrays of length F: per feature, or one value
     repeated when `shared` (pixels, lagged values of one series), as dlrun.data.prepare fits data in memory.
     """
-    from dlrun.data.streaming import raise_if_unreadable, worker_loader
+    from dlrun.data.streaming import raise_if_unreadable, read_by_workers, worker_loader
 
     step = chunk_rows(features)
     chunks = [rows[start : start + step] for start in range(0, len(rows), step)]
     count, total, squares = 0, 0.0, 0.0
-    for item in worker_loader(_ChunkMoments(features, shared), chunks, num_workers):
+    loader = worker_loader(_ChunkMoments(features, shared), chunks, num_workers)
+    for item in read_by_workers(loader, features.describe()):
         n, chunk_sum, chunk_squares = raise_if_unreadable(item)
         if count:  # merge with what came before: the gap between the two means adds to the squares
             delta = chunk_sum / n - total / count

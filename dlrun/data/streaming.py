@@ -10,13 +10,15 @@ workers, and a resumed run reads exactly the batches the uninterrupted one would
 
 A file that cannot be read in a worker comes back as a value, not as the worker's exception (which
 torch would re-raise with the worker's traceback in its message), and is raised here as the
-source's DataError.
+source's DataError. A worker that dies (killed for memory, a SIGBUS on a memory-mapped file that
+shrank, a decoder that crashed) is torch's RuntimeError, turned into a WorkerDied naming the source.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import sys
 from typing import TYPE_CHECKING, Union
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from dlrun.data.loader import BatchJob, BatchLoader
-from dlrun.errors import DataError
+from dlrun.errors import DataError, WorkerDied
 
 if TYPE_CHECKING:
     from dlrun.data.lazy import LazyFeatures
@@ -121,6 +123,47 @@ def raise_if_unreadable(item):
     return item
 
 
+# torch's words for a DataLoader worker that died: from its SIGCHLD handler ("is killed by signal: Killed",
+# "exited unexpectedly with exit code 1") or from the wait for a batch ("(pid(s) N) exited unexpectedly").
+_WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? [\d, ]+\) (?:is killed by signal: ([^.]+)"
+                          r"|exited unexpectedly(?: with exit code (-?\d+))?)")
+
+
+def worker_death(error: BaseException, source: str | None, exit_codes=()) -> WorkerDied | None:
+    """The WorkerDied for torch's error about a DataLoader worker that died (None for any other error).
+
+    Args:
+        error: what was raised: where a batch was awaited, or anywhere in this process (torch raises it
+            from its SIGCHLD handler).
+        source: what the workers read (LazyFeatures.describe()), where known.
+        exit_codes: the workers' exit codes, where known (negative: the signal that ended one).
+    """
+    found = _WORKER_DIED.search(str(error)) if isinstance(error, RuntimeError) else None
+    if found is None:
+        return None
+    died = [code for code in exit_codes if code]
+    how = f"signal: {found[1]}" if found[1] else f"exit code {found[2]}" if found[2] else "it exited"
+    if not (found[1] or found[2]) and died:  # the wait for a batch names no cause: the exit code does
+        how = f"signal: {signal.strsignal(-died[0]) or -died[0]}" if died[0] < 0 else f"exit code {died[0]}"
+    return WorkerDied(f"a process reading {source or 'the streamed data'} died ({how}: often out of memory, "
+                      "or the file changed while it was read). Free memory or restore the file, or lower "
+                      "data.num_workers or data.batch_size.")
+
+
+def read_by_workers(loader, source: str):
+    """Iterate `loader` (a worker_loader); a worker that dies is a WorkerDied naming `source`."""
+    batches = iter(loader)
+    try:
+        yield from batches
+    except RuntimeError as error:
+        # torch's iterator keeps its worker processes in `_workers`; their exit codes say how one died
+        codes = [worker.exitcode for worker in getattr(batches, "_workers", ()) if worker.exitcode is not None]
+        died = worker_death(error, source, codes)
+        if died is None:
+            raise
+        raise died from None
+
+
 class _BatchMaker:
     """dataset[job] -> (inputs, targets): the split's rows, preprocessed, then augmented with the job's seed."""
 
@@ -171,5 +214,10 @@ class StreamingLoader(BatchLoader):
 
     def __iter__(self):
         self._jobs.current = list(self.batch_plan())
-        for item in self._loader:
+        for item in read_by_workers(self._loader, self.source):
             yield raise_if_unreadable(item)
+
+    @property
+    def source(self) -> str:
+        """Where the split's rows are read from (for messages)."""
+        return self.x.features.describe()

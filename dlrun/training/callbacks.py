@@ -136,9 +136,11 @@ class IntervalCheckpoint(ModelCheckpoint):
             self._write(trainer)
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
-        # On a signal StopOnSignal writes last.ckpt at the step it stopped at; the best it names goes now.
-        # After any other error (a non-finite loss) the files of the last write stay, a consistent pair.
-        if isinstance(exception, KeyboardInterrupt):
+        # On a stop (a signal, data that cannot be read) StopOnSignal writes last.ckpt at the step it stopped
+        # at, which names the best held in memory: that best goes now. After any other error (a non-finite
+        # loss) the files of the last write stay, a consistent pair.
+        stoppers = [c for c in trainer.callbacks if isinstance(c, StopOnSignal)]
+        if isinstance(exception, KeyboardInterrupt) or any(s.is_stop(trainer, exception) for s in stoppers):
             self._write_best(trainer)
 
     def _due(self) -> bool:
@@ -239,19 +241,27 @@ class StopOnSignal(pl.Callback):
             raise KeyboardInterrupt  # Lightning's graceful shutdown path
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        if self.is_stop(trainer, exception) and not self.interrupted:
+            self.interrupted = True
+            trainer.save_checkpoint(self.path)
+
+    def is_stop(self, trainer: pl.Trainer, exception: BaseException) -> bool:
+        """Whether `exception` ends fit as a stop that writes last.ckpt where fit stopped (on_exception)."""
         from pytorch_lightning.trainer.states import TrainerFn
 
+        from dlrun.data.streaming import worker_death
         from dlrun.errors import DataError
 
         # In test the module holds the best weights, not the last: last.ckpt from fit stays as it is.
-        fitting = trainer.state.fn == TrainerFn.FITTING
+        if trainer.state.fn != TrainerFn.FITTING:
+            return False
         # A second signal mid-step: keep what there is. A file that could not be read stops fit while the
         # next batch is fetched, between two steps: the checkpoint there resumes exactly. So does whatever
-        # breaks once a stop is asked for (a SIGTERM to the process group ends data workers too).
-        stopping = isinstance(exception, (KeyboardInterrupt, DataError)) or self.requested
-        if stopping and not self.interrupted and fitting:
-            self.interrupted = True
-            trainer.save_checkpoint(self.path)
+        # breaks once a stop is asked for (a SIGTERM to the process group ends data workers too), and a
+        # reading process that died (torch raises it wherever this process is: mostly inside a step, before
+        # the optimizer changes anything).
+        return (isinstance(exception, (KeyboardInterrupt, DataError)) or self.requested
+                or worker_death(exception, None) is not None)
 
 
 class RandomState(pl.Callback):

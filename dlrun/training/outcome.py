@@ -12,6 +12,7 @@
 | a signal while the run is being closed           | as closed  | Interrupted: the state it was closed with |
 | a non-finite loss in fit                         | FAILED     | TrainingFailed: the last good checkpoint  |
 | a streamed file unreadable once the run exists   | FAILED     | DataError: the checkpoint, `dlrun resume` |
+| a process reading streamed data died, in fit     | FAILED     | WorkerDied: the checkpoint, `dlrun resume`|
 | the artifact store refused config.yaml           | FAILED     | TrainingFailed: before training           |
 | the store refused checkpoints or model at the end| FAILED     | TrainingFailed: where the weights are kept|
 | an error dlrun did not foresee                   | FAILED     | the error itself                          |
@@ -29,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from dlrun.errors import DataError, DlrunError, TrainingFailed
+from dlrun.errors import DataError, DlrunError, TrainingFailed, WorkerDied
 from dlrun.training.signals import Received, signals_deferred, signals_raise, stop_on_signals
 
 
@@ -92,14 +93,17 @@ class RunOutcome:
             # Lightning turns Ctrl-C into sys.exit(1) after its on_exception hooks ran, and its own SIGTERM
             # handler (under DDP, before StopOnSignal takes SIGTERM over) into a SystemExit: both stop the run.
             raise self._killed(f"at step {trainer.global_step}") from None
-        except DataError as error:  # a streamed file that cannot be read; StopOnSignal saved the checkpoint
-            raise self.unreadable_data(error) from None
-        except Exception:
-            if not stopper.requested:
-                raise
+        except Exception as error:
             # The user's stop came first; what broke on the way (data workers ended by a SIGTERM to the
             # whole process group) is part of it. StopOnSignal saved the checkpoint where fit stopped.
-            raise self._killed(f"at step {trainer.global_step}") from None
+            if stopper.requested:
+                raise self._killed(f"at step {trainer.global_step}") from None
+            # A streamed file that cannot be read, or a reading process that died (torch raises that from
+            # its SIGCHLD handler, wherever this process is); StopOnSignal saved the checkpoint.
+            unreadable = error if isinstance(error, DataError) else _worker_death(error, trainer)
+            if unreadable is None:
+                raise
+            raise self.unreadable_data(unreadable) from None
 
     def finish(self, model_uri: str | None) -> None:
         """Everything is logged: FINISHED, or FAILED when the store refused what a FINISHED run must hold
@@ -128,6 +132,10 @@ class RunOutcome:
         step = self._trainer.global_step if self._trainer is not None else 0
         run_id, last = self.record.run_id, self.checkpoint_dir / "last.ckpt"
         kept = f"its checkpoint is {last}" if last.is_file() else "it has no checkpoint yet"
+        if isinstance(error, WorkerDied):  # the run continues as it was configured: a resume takes no overrides
+            return WorkerDied(f"{error} Training stopped at step {step}: run {run_id} is marked FAILED and {kept}. "
+                              f"Continue it once memory is free or the file restored: dlrun resume {run_id} "
+                              "(fewer workers or smaller batches need a new run).")
         return DataError(f"{error} Training stopped at step {step}: run {run_id} is marked FAILED and {kept}. "
                          f"Once the data is fixed (a removed file changes the split), continue it: "
                          f"dlrun resume {run_id}")
@@ -179,6 +187,13 @@ class RunOutcome:
             f"are on this disk: {'; '.join(kept)}. Once {record.artifact_location()} takes writes again (free space, "
             f"allow writing, or let the process that locks the store finish), `dlrun resume {record.run_id}` stores "
             "them and marks the run FINISHED.")
+
+
+def _worker_death(error: Exception, trainer) -> WorkerDied | None:
+    """The WorkerDied for torch's error about a dead DataLoader worker during fit, naming what it read."""
+    from dlrun.data.streaming import worker_death
+
+    return worker_death(error, getattr(trainer.train_dataloader, "source", None))
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from dlrun.components.losses import LOSSES
 from dlrun.config.compose import compose
 from dlrun.config.validate import validate
 from dlrun.data.loader import BatchLoader
+from dlrun.errors import DataError
 from dlrun.tracking.offline import OfflineBuffer
 from dlrun.training import setup as train_setup
 from dlrun.training import callbacks
@@ -36,7 +37,7 @@ class _Record:
         self.flushed_after.append(len(self.queued))
 
 
-def _fit(tmp_path, epochs: int, every_s: float, monkeypatch):
+def _fit(tmp_path, epochs: int, every_s: float, monkeypatch, loader=BatchLoader):
     monkeypatch.setattr(callbacks, "PERSIST_EVERY_S", every_s)
     run = validate(compose(["data=iris", "data.batch_size=8", "model=linear", "trainer.enable_progress_bar=false",
                             f"trainer.max_epochs={epochs}"]))
@@ -55,7 +56,7 @@ def _fit(tmp_path, epochs: int, every_s: float, monkeypatch):
                                                                             save(path, *a, **k)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(module, BatchLoader(x, y, 8, shuffle=True), BatchLoader(x, y, 8, shuffle=False))
+        trainer.fit(module, loader(x, y, 8, shuffle=True), BatchLoader(x, y, 8, shuffle=False))
     return trainer, record, writes
 
 
@@ -77,6 +78,32 @@ def test_once_the_interval_is_up_a_write_comes_at_the_next_batch_even_mid_epoch(
     _, record, writes = _fit(tmp_path, 3, 0.0, monkeypatch)
     assert writes == list(range(1, 13))  # every step of 3 epochs of 4 batches
     assert record.flushed_after[-1] == 3 and record.flushed_after == sorted(record.flushed_after)
+
+
+class _UnreadableInEpoch3(BatchLoader):
+    """Training batches that cannot be read from epoch 3 on, the way a streamed file that broke stops fit."""
+
+    passes = 0
+
+    def __iter__(self):
+        type(self).passes += 1
+        if type(self).passes > 3:
+            raise DataError("cannot read image 'b/2.png'")
+        yield from super().__iter__()
+
+
+def test_a_stop_on_unreadable_data_writes_the_best_that_last_ckpt_names(tmp_path, monkeypatch):
+    # Written after epoch 0 only (a long interval): the better epochs 1 and 2 are held in memory when epoch 3
+    # fails; last.ckpt, written where fit stopped, names that best, and best.ckpt must be it.
+    with pytest.raises(DataError):
+        _fit(tmp_path, 6, 3600.0, monkeypatch, loader=_UnreadableInEpoch3)
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    best = torch.load(tmp_path / "best.ckpt", weights_only=True)
+    assert last["global_step"] == 12  # three epochs of 4 batches
+    recorded = last["callbacks"][next(k for k in last["callbacks"] if k.startswith("ModelCheckpoint{"))]
+    held = best["callbacks"][next(k for k in best["callbacks"] if k.startswith("ModelCheckpoint{"))]
+    assert best["epoch"] >= 1, "a best of a later epoch than the first write"
+    assert float(held["current_score"]) == float(recorded["best_model_score"])
 
 
 class _Client:

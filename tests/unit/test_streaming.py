@@ -206,6 +206,25 @@ def test_an_unreadable_file_in_a_worker_is_a_data_error_naming_it(tmp_path):
         load_data(_cfg(root, False, 2), 0)
 
 
+class _DiesInAWorker(lazy.MemmapFeatures):
+    """Rows that kill the process reading them when it is a DataLoader worker (as the OOM killer would)."""
+
+    def rows(self, indices):
+        if torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().rows(indices)
+
+
+def test_a_worker_that_dies_is_a_data_error_naming_the_source(tmp_path):
+    split, _, y = _split(tmp_path)
+    split.features.__class__ = _DiesInAWorker
+    with pytest.raises(DataError) as error:
+        list(StreamingLoader(split, y, 4, shuffle=False, num_workers=2))
+    message = str(error.value)
+    assert f"a process reading {tmp_path / 'rows.npy'} died (signal: Killed" in message, message
+    assert "data.num_workers" in message and "DataLoader" not in message
+
+
 def test_num_workers_auto_leaves_a_core_for_training(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
     assert resolve_num_workers("auto") == resolve_num_workers(None) == 3
