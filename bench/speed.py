@@ -1,6 +1,6 @@
 """Speed benchmark: dlrun against a hand-written loop and vanilla Lightning; start-up; sweeps.
 
-    python -m bench.speed                       # full sizes, about 5 minutes on 2 cores
+    python -m bench.speed                       # full sizes, about 10 minutes on 2 cores
     python -m bench.speed --quick --out /tmp/b  # tiny sizes: shows that it works (tests/test_bench.py)
     python -m bench.speed --threads 1 --only loops startup
 
