@@ -10,6 +10,8 @@ One uninterrupted run (module-scoped) is the reference for every test.
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -130,3 +132,38 @@ def test_an_image_unreadable_mid_run_is_exit_2_with_a_checkpoint_and_resumes(pla
     monkeypatch.setattr(DlrunModule, "training_step", original)
     resumed = resume(run_id)
     _assert_same_weights(resumed, uninterrupted)
+
+
+def test_a_reading_process_that_dies_is_exit_2_with_a_checkpoint_and_resumes(place, uninterrupted, monkeypatch):
+    from dlrun.data.image_files import ImageFiles
+
+    dying = place / "kill-a-reader"
+    original_rows, original_step = ImageFiles.rows, DlrunModule.training_step
+
+    def rows(self, indices):  # a worker killed as the OOM killer kills one (forked: it sees this patch)
+        if dying.exists() and torch.utils.data.get_worker_info() is not None:
+            dying.unlink(missing_ok=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original_rows(self, indices)
+
+    def training_step(self, batch, batch_index):
+        if self.global_step == 5:  # in epoch 1
+            dying.touch()
+        return original_step(self, batch, batch_index)
+
+    monkeypatch.setattr(ImageFiles, "rows", rows)
+    monkeypatch.setattr(DlrunModule, "training_step", training_step)
+    result = CliRunner().invoke(app, ["train", *STREAMED])
+    monkeypatch.setattr(DlrunModule, "training_step", original_step)
+    monkeypatch.setattr(ImageFiles, "rows", original_rows)
+    dying.unlink(missing_ok=True)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "DataLoader" not in result.output, result.output
+    assert "a process reading images died (signal: Killed" in result.output, result.output
+    _, runs = mlflow_runs(place / "mlflow.db")
+    run_id = runs[0].info.run_id  # the newest
+    assert runs[0].info.status == "FAILED" and f"dlrun resume {run_id}" in result.output
+    stopped = torch.load(place / "outputs" / run_id / "checkpoints" / "last.ckpt", weights_only=True)
+    # Workers read ahead: the first read after step 5 is epoch 1's last batch or its validation.
+    assert 5 <= stopped["global_step"] <= 8, "stopped in epoch 1"
+    _assert_same_weights(resume(run_id), uninterrupted)
