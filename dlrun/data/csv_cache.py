@@ -7,10 +7,14 @@ meta.json holds the task and the class and feature names.
 
 Where: `FILE.dlrun-cache/KEY/` beside the CSV when that folder can be written, else
 `$XDG_CACHE_HOME/dlrun/` (`~/.cache/dlrun/`), in a folder named after the CSV and a hash of its
-absolute path. KEY hashes the CSV's size and mtime_ns and the options that change the arrays (target,
-task, delimiter): an edited file, or other options, convert again, and the entries of the CSV's
-older versions are removed then. A conversion is written into a temporary folder and renamed into
-place whole, so one that was killed never leaves an entry that looks valid.
+absolute path. KEY hashes the CSV's size, mtime_ns, inode and ctime_ns and the options that change the
+arrays (target, task, delimiter): an edited file, or other options, convert again, and the entries of
+the CSV's older versions are removed then. The ctime is what no tool sets: a file edited or replaced
+with its old mtime kept (`cp -p`, `rsync -a`, `tar x`) gets a new one (so does a chmod: converted
+again, which costs time only). A conversion is written into a temporary folder and renamed into
+place whole, so one that was killed never leaves an entry that looks valid; the folder's name holds
+its host and process, so that only this host's dead conversions are removed (a cache on a shared
+filesystem is written from other hosts too), and other hosts' after a day.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +42,7 @@ CHUNK_BYTES = 64 << 20  # pandas' size of one chunk of rows (float64 values)
 NPY_HEADER_BYTES = 128  # room for x.npy's header, written once the row count is known
 KEY_LENGTH = 16
 TEMPORARY = ".tmp-"
+FOREIGN_TEMPORARY_S = 24 * 3600  # another host's temporary folder (or an unnamed one) is dead after this long
 
 
 def cached_csv(file: Path, path: str, target: str, task: str, delimiter: str) -> RawData:
@@ -55,7 +62,7 @@ def cached_csv(file: Path, path: str, target: str, task: str, delimiter: str) ->
             return raw
     entry = _convert(file, path, target, task, delimiter, folders, key)
     after = file.stat()
-    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+    if _version(after) != _version(before):
         shutil.rmtree(entry, ignore_errors=True)
         raise DataError(f"data.path: '{path}' changed while dlrun converted it; run again once it is written.")
     _remove_stale(entry.parent, key, after)
@@ -66,9 +73,22 @@ def cached_csv(file: Path, path: str, target: str, task: str, delimiter: str) ->
 
 
 def entry_key(stat: os.stat_result, target: str, task: str, delimiter: str) -> str:
-    """What identifies one conversion of one CSV: its size, mtime_ns and the options that shape the arrays."""
-    identity = json.dumps([FORMAT, stat.st_size, stat.st_mtime_ns, target, task, delimiter])
+    """What identifies one conversion of one CSV: its version (size, mtime, inode, ctime) and the options that
+    shape the arrays."""
+    identity = json.dumps([FORMAT, *_version(stat), target, task, delimiter])
     return hashlib.sha256(identity.encode()).hexdigest()[:KEY_LENGTH]
+
+
+def _version(stat: os.stat_result) -> list[int]:
+    """What tells one version of the file from another without reading it: the mtime alone can be restored
+    (cp -p, rsync -a, tar x), the ctime cannot, and a file replaced whole has another inode."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+
+
+def temporary_prefix(key: str, pid: int | None = None) -> str:
+    """The start of the name of a conversion's temporary folder: the key, this host and the process."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    return f"{TEMPORARY}{key}-h{host}-{os.getpid() if pid is None else pid}-"
 
 
 def cache_folders(file: Path) -> list[Path]:
@@ -126,7 +146,7 @@ def _temporary_folder(file: Path, folders: list[Path], key: str) -> tuple[Path, 
     for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            return folder, Path(tempfile.mkdtemp(prefix=f"{TEMPORARY}{key}-{os.getpid()}-", dir=folder))
+            return folder, Path(tempfile.mkdtemp(prefix=temporary_prefix(key), dir=folder))
         except OSError as error:
             tried.append(f"{folder} ({error.strerror or error})")
     raise DataError(f"cannot write the cache that streams '{file}': {'; '.join(tried)}. Set XDG_CACHE_HOME to a "
@@ -175,7 +195,7 @@ def _write_features(file: Path, path: str, target: str, task: str, delimiter: st
         out.write(npy_header((rows, len(names))))
     meta = {"format": FORMAT, "rows": rows, "task": task, "class_names": class_names, "feature_names": names,
             "csv": str(file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "options": {"target": target, "delimiter": delimiter}}
+            "version": _version(stat), "options": {"target": target, "delimiter": delimiter}}
     return meta, y
 
 
@@ -200,13 +220,12 @@ def npy_header(shape: tuple[int, int]) -> bytes:
 
 def _remove_stale(folder: Path, key: str, current: os.stat_result) -> None:
     """Remove the entries of the CSV's older versions (other options of this version stay), of an older
-    FORMAT, and temporary folders of processes that are gone."""
+    FORMAT, and temporary folders of conversions that are gone."""
     for child in folder.iterdir():
         if child.name == key:
             continue
         if child.name.startswith(TEMPORARY):
-            pid = child.name[len(TEMPORARY):].split("-")[1:2]
-            if pid and pid[0].isdigit() and _alive(int(pid[0])):
+            if not _dead_conversion(child):
                 continue
         elif len(child.name) != KEY_LENGTH:
             continue  # not dlrun's
@@ -220,8 +239,19 @@ def _of_version(entry: Path, current: os.stat_result) -> bool:
         meta = json.loads((entry / "meta.json").read_text())
     except (OSError, ValueError):
         return False
-    return meta.get("format") == FORMAT and (meta.get("size"), meta.get("mtime_ns")) == (current.st_size,
-                                                                                          current.st_mtime_ns)
+    return meta.get("format") == FORMAT and meta.get("version") == _version(current)
+
+
+def _dead_conversion(temporary: Path) -> bool:
+    """Whether a temporary folder's conversion is gone: this host's, when its process is; another host's (whose
+    processes this one cannot see), or one whose name does not say, once it is FOREIGN_TEMPORARY_S old."""
+    parts = temporary.name[len(TEMPORARY):].split("-")  # key, h + host, pid, mkdtemp's letters (no '-')
+    if len(parts) == 4 and temporary_prefix(parts[0], 0).split("-")[2] == parts[1] and parts[2].isdigit():
+        return not _alive(int(parts[2]))
+    try:
+        return time.time() - temporary.stat().st_mtime > FOREIGN_TEMPORARY_S
+    except OSError:  # removed meanwhile
+        return False
 
 
 def _alive(pid: int) -> bool:

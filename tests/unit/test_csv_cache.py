@@ -139,13 +139,35 @@ def test_a_conversion_that_died_leaves_nothing_that_is_used(monkeypatch):
     assert not os.path.exists("d.csv.dlrun-cache")
     # What a SIGKILL leaves: a temporary folder of a process that is gone, complete files and all.
     key = csv_cache.entry_key(os.stat("d.csv"), "y", "auto", ",")
-    dead = f"d.csv.dlrun-cache/.tmp-{key}-999999999-abc"
-    os.makedirs(dead)
-    for name in ("x.npy", "y.npy", "meta.json"):
-        with open(f"{dead}/{name}", "w") as out:
-            out.write("partial")
+    dead = f"d.csv.dlrun-cache/{csv_cache.temporary_prefix(key, 999999999)}abc"
+    # On a shared filesystem: another host's conversion in progress (its process is not this host's to
+    # see), and one of a day ago, gone.
+    elsewhere = f"d.csv.dlrun-cache/.tmp-{key}-h00000000-{os.getpid()}-abc"
+    old = f"d.csv.dlrun-cache/.tmp-{key}-h00000000-1-abc"
+    for folder in (dead, elsewhere, old):
+        os.makedirs(folder)
+        for name in ("x.npy", "y.npy", "meta.json"):
+            with open(f"{folder}/{name}", "w") as out:
+                out.write("partial")
+    os.utime(old, (1, 1))
     raw = _raw(path="d.csv", target="y", in_memory=False)
-    assert len(raw.x) == 40 and _entries() == [key]  # converted, and the dead one's folder removed
+    # converted; this host's dead one and the day-old one removed, the other host's kept
+    assert len(raw.x) == 40 and _entries() == [os.path.basename(elsewhere), key]
+
+
+def test_a_file_changed_with_its_old_mtime_kept_is_converted_again():
+    _both("d.csv", good_csv())
+    [entry] = _entries()
+    before = os.stat("d.csv")
+    with open("d.csv") as source:
+        lines = source.readlines()
+    lines[1], lines[3] = lines[3], lines[1]  # equal length, same size: "0,0,0" and "2,4,0"
+    with open("d.csv", "w") as out:
+        out.writelines(lines)
+    os.utime("d.csv", ns=(before.st_atime_ns, before.st_mtime_ns))  # as cp -p, rsync -a or tar x keep it
+    assert os.stat("d.csv").st_size == before.st_size
+    raw = _raw(path="d.csv", target="y", in_memory=False)
+    assert materialize(raw.x)[0].tolist() == [2.0, 4.0] and _entries() != [entry] and len(_entries()) == 1
 
 
 def test_a_broken_entry_is_converted_again():
