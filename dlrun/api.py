@@ -142,8 +142,6 @@ def load_model(run_id: str, *, tracking_uri: str | None = None, plugins: Iterabl
     Raises:
         RunNotFound: an unknown run id, or a run that logged no model.
     """
-    import mlflow.pytorch
-
     from dlrun.lifecycle.checkpoint_model import CheckpointModel
     from dlrun.lifecycle.stored import load_run
     from dlrun.plugin_loading import use_plugins
@@ -157,8 +155,7 @@ def load_model(run_id: str, *, tracking_uri: str | None = None, plugins: Iterabl
     text_model = text_model_of(served)
     if text_model is not None:  # a text run: a module whose forward takes a list of strings
         return text_model
-    with _store(stored.uri):
-        loaded = mlflow.pytorch.load_model(stored.own_model_uri())
+    loaded = served.get_raw_model()  # the program served_model checked, not a second, unchecked download
     return loaded.module() if hasattr(loaded, "module") else loaded
 
 
@@ -219,14 +216,6 @@ def _quiet(quiet: bool) -> Iterator[None]:
         yield
         return
     with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
-@contextlib.contextmanager
-def _store(uri: str) -> Iterator[None]:
-    from dlrun.tracking.store import active_store
-
-    with active_store(uri):
         yield
 
 

@@ -118,7 +118,20 @@ class StoredRun:
         model_uri = self.own_model_uri()
         with active_store(self.uri):
             self._refuse_foreign_model_code(model_uri)
-            return mlflow.pyfunc.load_model(model_uri)
+            folder = self._download_model(model_uri)
+        # the files checked are the files loaded: a text model's loader checks its own program
+        if (folder / "data" / "model.pt2").is_file():
+            from dlrun.serving.safe_program import refuse_pickled_program
+
+            refuse_pickled_program(folder / "data" / "model.pt2", f"the model {model_uri} of run {self.run_id}")
+        return mlflow.pyfunc.load_model(str(folder))
+
+    def _download_model(self, model_uri: str) -> Path:
+        """A local copy of the run's model, which is checked and then loaded (never fetched twice)."""
+        import mlflow.artifacts
+
+        target = tempfile.mkdtemp(prefix="dlrun-model-")
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=target))
 
     def _refuse_foreign_model_code(self, model_uri: str) -> None:
         """An MLflow model names the module that loads it and may carry code; the run's model must be as

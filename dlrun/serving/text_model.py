@@ -19,6 +19,7 @@ from torch import nn
 
 from dlrun.data.tokenizer import Tokenizer
 from dlrun.errors import DataError, did_you_mean
+from dlrun.serving.safe_program import refuse_pickled_program
 from dlrun.serving.text_files import LOADER_MODULE, META_FORMAT, PROGRAM, TOKENIZER, read_meta
 
 BATCH = 512  # rows tokenized and run at a time, so a long input does not hold every id at once
@@ -148,6 +149,7 @@ def load_text_model(folder: Path | str) -> TextModel:
     folder = Path(folder)
     meta = read_meta(folder)
     tokenizer = Tokenizer.from_dict(json.loads((folder / TOKENIZER).read_text(encoding="utf-8")))
+    refuse_pickled_program(folder / PROGRAM, f"the text model in {folder}")  # torch.export.load may unpickle
     program = torch.export.load(str(folder / PROGRAM)).module()
     serving = TextServing(tokenizer, str(meta["text_column"]), str(meta["task"]),
                           [str(name) for name in meta["class_names"]])

@@ -335,6 +335,36 @@ def test_a_model_whose_files_were_altered_to_run_code_is_refused(recorded, monke
         shutil.copytree(saved, model_dir)
 
 
+@pytest.mark.parametrize("how", ["sample-inputs", "expression"])
+def test_a_model_whose_program_was_altered_to_run_code_is_refused(recorded, monkeypatch, tmp_path, how):
+    """data/model.pt2 altered so that torch.export.load runs a command (a pickled sample input; a symbolic
+    size that sympy evaluates): predict, eval and dlrun.load_model refuse it before it loads."""
+    import dlrun
+    from dlrun.errors import ConfigError
+    from tests.tampered_program import logged_program, tamper
+
+    folder, run_id = recorded
+    monkeypatch.chdir(folder)
+    model_uri = _client(folder).get_run(run_id).data.tags["dlrun.model_uri"]
+    model_dir = Path(_client(folder).get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+                     .removeprefix("file://"))
+    program, marker = logged_program(model_dir), tmp_path / "PWNED"
+    shutil.copy(program, tmp_path / "saved.pt2")
+    (folder / "rows.csv").write_text("a,b,c,d\n5.1,3.5,1.4,0.2\n")
+    (folder / "out.csv").unlink(missing_ok=True)
+    try:
+        tamper(tmp_path / "saved.pt2", program, how, marker)
+        for command in (["predict", run_id, "--input", "rows.csv", "--output", "out.csv"],
+                        ["eval", run_id, "data.name=wine"]):
+            assert_refused(runner.invoke(app, command), f"the program model.pt2 of the model {model_uri} of run "
+                           f"{run_id} is refused")
+        with pytest.raises(ConfigError, match="is refused"):
+            dlrun.load_model(run_id)
+        assert not marker.exists() and not (folder / "out.csv").exists()
+    finally:
+        shutil.copy(tmp_path / "saved.pt2", program)
+
+
 def test_a_store_that_does_not_answer_about_the_model_is_not_taken_for_an_altered_tag(recorded, monkeypatch):
     """Only a model the store says does not exist makes the model tag suspect; a server hiccup surfaces as it is."""
     from mlflow.exceptions import MlflowException

@@ -146,3 +146,32 @@ def test_a_text_model_with_more_than_its_data_is_refused(in_run_folder, tmp_path
     finally:
         shutil.rmtree(model_dir)
         shutil.copytree(saved, model_dir)
+
+
+def test_a_text_model_whose_program_was_altered_to_run_code_is_refused(in_run_folder, tmp_path):
+    """model.pt2's sample inputs rewritten as a pickled os.system call: torch.export.load would run it
+    (it falls back to weights_only=False); predict and MLflow's own loader refuse the program first."""
+    import shutil
+
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
+    from dlrun.errors import ConfigError
+    from tests.tampered_program import logged_program, tamper
+
+    folder, run_id, model_uri = in_run_folder
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    model_dir = Path(client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location.removeprefix("file://"))
+    program, marker = logged_program(model_dir), tmp_path / "PWNED"
+    shutil.copy(program, tmp_path / "saved.pt2")
+    try:
+        tamper(tmp_path / "saved.pt2", program, "sample-inputs", marker)
+        pd.DataFrame({"review": TEXTS}).to_csv("some.csv", index=False)
+        result = runner.invoke(app, ["predict", run_id, "--input", "some.csv", "--output", "tampered.csv"])
+        assert result.exit_code == 2 and "the program model.pt2 of the text model in" in result.output, result.output
+        assert "does not load as tensors only" in " ".join(result.output.split()) and "Traceback" not in result.output
+        with pytest.raises(ConfigError, match="is refused"):
+            mlflow.pyfunc.load_model(str(model_dir))
+        assert not marker.exists() and not (folder / "tampered.csv").exists()
+    finally:
+        shutil.copy(tmp_path / "saved.pt2", program)
