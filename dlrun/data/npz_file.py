@@ -118,8 +118,15 @@ def _load_npy(file: Path, key: str, mmap: bool) -> np.ndarray:
     try:
         return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:  # object arrays need pickle, which is off
-        raise DataError(f"{key}: cannot read '{file}' as a NumPy .npy file: {error}. "
+        raise DataError(f"{key}: cannot read '{file}' as a NumPy .npy file: {_reason(error)}. "
                         "Store a plain numeric array (no Python objects).") from None
+
+
+def _reason(error: Exception) -> str:
+    """NumPy's reason, without its closing period, and without its advice to load pickled data (which
+    dlrun never does, and which a user cannot ask for)."""
+    text = str(error).rstrip(". ")
+    return "it holds Python objects (pickled data), which dlrun does not load" if "pickle" in text else text
 
 
 def _magic(file: Path) -> bytes:
@@ -138,10 +145,15 @@ def _read_archive(path: Path, x_key: str, y_key: str, in_memory) -> tuple[np.nda
                         f"{SAVE_HINT} Or name its targets' .npy file: data.y_path=TARGETS.npy.")
     if not zipfile.is_zipfile(path):  # else np.load guesses a pickle and says so
         raise DataError(f"data.path: cannot read '{path}' as a NumPy .npz archive: it is not a zip file. {SAVE_HINT}")
+    if not magic.startswith(b"PK"):  # a zip's directory at its end, other bytes in front: np.load sees no zip
+        raise DataError(f"data.path: cannot read '{path}' as a NumPy .npz archive: it holds a zip archive with "
+                        "other bytes in front of it (as when an archive is appended to another file). "
+                        f"{SAVE_HINT}")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"data.path: cannot read '{path}' as a NumPy .npz archive: {error}. {SAVE_HINT}") from None
+        raise DataError(f"data.path: cannot read '{path}' as a NumPy .npz archive: {_reason(error)}. "
+                        f"{SAVE_HINT}") from None
     with archive:
         keys = list(archive.files)
         for key, setting in ((x_key, "data.x_key"), (y_key, "data.y_key")):
@@ -163,7 +175,7 @@ def _read_archive(path: Path, x_key: str, y_key: str, in_memory) -> tuple[np.nda
                         "another (data.path=FEATURES.npy data.y_path=TARGETS.npy); or set data.in_memory=auto.")
             return archive[x_key], y, None
         except (OSError, ValueError, zipfile.BadZipFile) as error:  # object arrays need pickle, which is off
-            raise DataError(f"{path}: cannot read arrays '{x_key}' and '{y_key}': {error}. "
+            raise DataError(f"{path}: cannot read arrays '{x_key}' and '{y_key}': {_reason(error)}. "
                             "Store plain numeric arrays (no Python objects).") from None
 
 

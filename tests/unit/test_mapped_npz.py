@@ -84,6 +84,22 @@ def test_a_fortran_ordered_archive_is_read_in_memory_or_refused(tmp_path):
         _raw(path=str(tmp_path / "f.npz"), in_memory=False)
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_an_archive_with_bytes_in_front_or_objects_says_what_is_wrong_with_the_file(tmp_path, in_memory):
+    np.savez(tmp_path / "good.npz", x=np.ones((20, 2)), y=np.arange(20) % 2)
+    (tmp_path / "front.npz").write_bytes(b"#header\n" + (tmp_path / "good.npz").read_bytes())
+    np.savez(tmp_path / "objects.npz", x=np.array([{}, {}] * 10, dtype=object), y=np.arange(20) % 2)
+    messages = []
+    for name in ("front.npz", "objects.npz"):
+        with pytest.raises(DataError) as error:
+            _raw(path=str(tmp_path / name), in_memory=in_memory)
+        messages.append(str(error.value))
+    assert "a zip archive with other bytes in front of it" in messages[0]
+    assert "Python objects (pickled data), which dlrun does not load" in messages[1]
+    for message in messages:  # nothing of allow_pickle, which a user cannot set; one period per sentence
+        assert "pickle" not in message.replace("pickled data", "") and ".." not in message, message
+
+
 def test_non_finite_features_are_found_chunk_by_chunk(tmp_path, monkeypatch):
     monkeypatch.setattr(lazy, "CHUNK_ROWS", 16)
     x = np.ones((100, 2))
