@@ -14,13 +14,34 @@ import numpy as np
 from dlrun.errors import DataError, did_you_mean
 
 
+TAB_NAMES = ("\\t", "tab")  # how a tab can be typed: the override parser strips a literal tab ($'\t') to ''
+
+
+def csv_delimiter(value) -> str:
+    """The one character that separates a CSV's fields, from data.delimiter: `\\t` (backslash, t) or
+    `tab` is a tab; anything else must be one character.
+
+    Raises:
+        DataError: an empty value (a tab typed as $'\\t' arrives so) or more than one character.
+    """
+    text = str(value)
+    if text.lower() in TAB_NAMES:
+        return "\t"
+    if len(text) == 1:
+        return text
+    given = "empty" if not text else f"{text!r}, {len(text)} characters"
+    raise DataError(f"data.delimiter is {given}; it must be one character (data.delimiter=';'). For a tab, write "
+                    "data.delimiter=tab or data.delimiter='\\t' (a tab typed as $'\\t' is stripped to nothing by "
+                    "the command line's parser).")
+
+
 def read_csv_file(path: Path, delimiter: str):
     """The file as a pandas DataFrame with at least one data row, or a DataError naming it."""
     import pandas as pd
 
     check_is_file(path)
     try:
-        frame = pd.read_csv(path, sep=delimiter)
+        frame = pd.read_csv(path, sep=csv_delimiter(delimiter))
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise read_error(path, error) from None
     if frame.empty:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from dlrun.data.csv_checks import (check_column, check_features, check_numeric, encode_target, float32_features,
-                                   non_finite_error, read_csv_file)
+from dlrun.data.csv_checks import (check_column, check_features, check_numeric, csv_delimiter, encode_target,
+                                   float32_features, non_finite_error, read_csv_file)
 from dlrun.data.lazy import InMemory, stream_it
 from dlrun.data.raw import DATASETS, RawData
 from dlrun.errors import DataError
@@ -36,7 +36,7 @@ def csv(path: str | None = None, target: str | None = None, task: Task = "auto",
         raise DataError("data=csv needs the file: set data.path=FILE (and data.target=COLUMN).")
     if not target:
         raise DataError(f"data=csv needs the target column: set data.target=COLUMN for {path}.")
-    file = Path(path)
+    file, delimiter = Path(path), csv_delimiter(delimiter)  # one character before the cache key or pandas sees it
     if in_memory is not True and file.is_file() and stream_it(in_memory, estimated_float32_bytes(file, delimiter)):
         from dlrun.data.csv_cache import cached_csv
 

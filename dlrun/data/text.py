@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import numpy as np
 
+from dlrun.data.csv_checks import csv_delimiter
 from dlrun.data.csv_file import check_column
 from dlrun.data.raw import DATASETS, RawData, TextColumn, encode_labels
 from dlrun.data.tokenizer import TOKEN_KINDS
@@ -37,7 +38,7 @@ def text(path: str | None = None, text: str | None = None, target: str | None = 
     if text == target:
         raise DataError(f"data.text and data.target both name the column '{text}' of {path}; "
                         "the target is another column.")
-    frame = _read(Path(path), delimiter)
+    frame = _read(Path(path), csv_delimiter(delimiter))
     check_column(frame, text, path, "data.text")
     check_column(frame, target, path, "data.target")
     texts = frame[text]

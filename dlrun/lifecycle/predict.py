@@ -19,7 +19,7 @@ def predict(run_id: str, input_path: str, output_path: str, uri: str | None = No
     stored = load_run(run_id, uri)
     info = stored.data_info()
     if info.get("text_column"):  # a text run: its served model reads raw texts from that column
-        inputs = read_texts(Path(input_path), info["text_column"])
+        inputs = read_texts(Path(input_path), info["text_column"], run_delimiter(stored.config))
         model = stored.served_model()
     else:
         inputs = read_features(Path(input_path), stored.config)
@@ -42,7 +42,8 @@ def predict(run_id: str, input_path: str, output_path: str, uri: str | None = No
 def read_features(path: Path, config: dict) -> np.ndarray:
     """Raw features as float32 (N, F) from a .npy array or a CSV with a header row.
 
-    A CSV may still hold the run's target column (data.target of a csv run); it is dropped.
+    A CSV is read with the run's data.delimiter and may still hold the run's target column (data.target of
+    a csv run); it is dropped.
     """
     if not path.is_file():
         raise DataError(f"--input: no file at '{path}'.")
@@ -58,7 +59,7 @@ def read_features(path: Path, config: dict) -> np.ndarray:
         import pandas as pd
 
         try:
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(path, sep=run_delimiter(config))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
             raise DataError(f"--input: cannot read '{path}' as CSV: {str(error).splitlines()[0]}") from None
         if all(_is_number(name) for name in frame.columns):
@@ -79,9 +80,17 @@ def read_features(path: Path, config: dict) -> np.ndarray:
     return features
 
 
-def read_texts(path: Path, column: str) -> list[str]:
-    """The texts of a text run's input: the column `column` of a UTF-8 CSV with a header row (other
-    columns, the target among them, are ignored), every row a text that is not empty."""
+def run_delimiter(config: dict) -> str:
+    """The delimiter the run's CSV was read with (data.delimiter; a comma for data without one)."""
+    from dlrun.data.csv_checks import csv_delimiter
+
+    return csv_delimiter((config.get("data") or {}).get("delimiter", ","))
+
+
+def read_texts(path: Path, column: str, delimiter: str = ",") -> list[str]:
+    """The texts of a text run's input: the column `column` of a UTF-8 CSV with a header row, fields
+    separated by `delimiter` (other columns, the target among them, are ignored), every row a text that is
+    not empty."""
     import pandas as pd
 
     if not path.is_file():
@@ -97,7 +106,7 @@ def read_texts(path: Path, column: str) -> list[str]:
         raise DataError(f"--input: '{path}' is not UTF-8 text: line {line} holds the byte "
                         f"0x{raw[error.start]:02x}. Save the file as UTF-8.") from None
     try:
-        frame = pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False)
+        frame = pd.read_csv(io.StringIO(content), sep=delimiter, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise DataError(f"--input: cannot read '{path}' as CSV: {str(error).splitlines()[0]}") from None
     names = [str(name) for name in frame.columns]

@@ -175,3 +175,24 @@ def test_a_text_model_whose_program_was_altered_to_run_code_is_refused(in_run_fo
         assert not marker.exists() and not (folder / "tampered.csv").exists()
     finally:
         shutil.copy(tmp_path / "saved.pt2", program)
+
+
+def test_predict_reads_the_input_with_the_runs_delimiter(in_run_folder, monkeypatch):
+    """A run trained on a TSV (data.delimiter=tab) reads a TSV to predict on."""
+    import dlrun.lifecycle.predict as predicting
+    from dlrun.lifecycle.stored import load_run
+
+    folder, run_id, model_uri = in_run_folder
+
+    def tab_run(run, uri=None):
+        stored = load_run(run, uri)
+        stored.config["data"]["delimiter"] = "tab"
+        return stored
+
+    monkeypatch.setattr(predicting, "load_run", tab_run)
+    pd.DataFrame({"label": ["pos"] * 4, "review": [text + ", too" for text in TEXTS]}).to_csv(
+        "new.tsv", sep="\t", index=False)
+    assert predicting.predict(run_id, "new.tsv", "out/tsv.csv") == 4
+    table = pd.read_csv(folder / "out" / "tsv.csv")
+    expected = served_probabilities(model_uri, [text + ", too" for text in TEXTS])
+    np.testing.assert_allclose(table[["prob_neg", "prob_pos"]].to_numpy(), expected, rtol=1e-5, atol=1e-6)

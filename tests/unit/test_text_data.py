@@ -96,3 +96,28 @@ def test_data_text_picks_a_text_model_unless_model_is_given(tmp_path):
     keys = [f"data.path={tmp_path / 'r.csv'}", "data.text=review", "data.target=label"]
     assert validate(compose(["data=text", *keys])).choices["model"] == "text_lstm"
     assert validate(compose(["data=text", "model=text_transformer", *keys])).choices["model"] == "text_transformer"
+
+
+@pytest.mark.parametrize("delimiter", ["tab", "\\t", "\t"])
+def test_a_tab_separated_file_reads_with_a_tab_delimiter_however_written(tmp_path, delimiter):
+    rows = [(f"text {i}, with a comma", "yes" if i % 2 else "no") for i in range(20)]
+    with open(tmp_path / "t.tsv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, delimiter="\t").writerows([("review", "label"), *rows])
+    commas = load_data(_cfg(_write(tmp_path / "c.csv", rows)), seed=0)
+    tabs = load_data(_cfg(tmp_path / "t.tsv", delimiter=delimiter), seed=0)
+    assert tabs.fingerprint == commas.fingerprint and tabs.class_names == ["no", "yes"]
+
+
+@pytest.mark.parametrize("source", ["text", "csv", "timeseries"])
+@pytest.mark.parametrize("delimiter, shown", [("", "empty"), ("\\t\\t", "'\\\\t\\\\t', 4 characters")])
+def test_a_delimiter_that_is_not_one_character_is_named_with_the_fix(tmp_path, source, delimiter, shown):
+    from dlrun.errors import DataError
+
+    path = _write(tmp_path / "c.csv", [("1", "2")] * 4)
+    options = {"text": {"text": "review", "target": "label"}, "csv": {"target": "label", "in_memory": True},
+               "timeseries": {"column": "label"}}[source]
+    with pytest.raises(DataError) as refused:
+        DATASETS.get(source).builder(**DATASETS.bind(source, {"path": str(path), "delimiter": delimiter,
+                                                              **options}, "data"))
+    message = str(refused.value)
+    assert f"data.delimiter is {shown}" in message and "data.delimiter=tab" in message
