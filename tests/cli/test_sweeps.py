@@ -205,24 +205,33 @@ def test_a_killed_study_resumes_with_finished_trials_kept_and_the_crashed_one_re
     assert len(children_of(runs, parent.info.run_id)) == 4  # 3 complete + the crashed one
 
 
+def start_with_workers_up(folder: Path, name: str, jobs: int) -> subprocess.Popen:
+    """`dlrun sweep NAME.yaml --n-jobs JOBS`, its trials claimed only once every worker opened the study.
+
+    The claim lock is held until each worker's log says so: the command, which trains trials too and has
+    nothing to import, would otherwise often run short trials alone on a loaded machine.
+    """
+    from dlrun.tuning.budget import lock_path_for
+
+    logs = folder / "outputs" / "sweeps" / name
+    (folder / "optuna").mkdir(exist_ok=True)
+    with open(lock_path_for(str(folder / "optuna" / f"{name}.journal"), name), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        process = subprocess.Popen([*dlrun_command(), "sweep", f"{name}.yaml", "--n-jobs", str(jobs)], cwd=folder,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 300
+        while sum("trials done" in log.read_text() for log in logs.glob("worker-*.log")) < jobs - 1:
+            assert time.time() < deadline and process.poll() is None, process.communicate()
+            time.sleep(0.2)
+    return process
+
+
 def test_worker_processes_on_one_storage_run_exactly_n_trials(workdir):
     write_sweep(workdir, "shared", STUDY.format(epochs=3, n_trials=7, sampler="random", pruner="none",
                                                 params="  optim.lr: tag(log, interval(1e-3, 1e-1))\n"
                                                        "  model.width: choice(8, 16, 32)"))
-    # The claim lock held until both workers opened the study: the command, which trains trials too and has
-    # nothing to import, would otherwise often run these short trials alone.
-    from dlrun.tuning.budget import lock_path_for
-
+    process = start_with_workers_up(workdir, "shared", 3)
     logs = workdir / "outputs" / "sweeps" / "shared"
-    (workdir / "optuna").mkdir()
-    with open(lock_path_for(str(workdir / "optuna" / "shared.journal"), "shared"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        process = subprocess.Popen([*dlrun_command(), "sweep", "shared.yaml", "--n-jobs", "3"], cwd=workdir,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 300
-        while sum("trials done" in log.read_text() for log in logs.glob("worker-*.log")) < 2:
-            assert time.time() < deadline and process.poll() is None, process.communicate()
-            time.sleep(0.2)
     out, err = process.communicate(timeout=600)
     assert process.returncode == 0, out + err
     study = open_study(workdir, "shared")
@@ -350,8 +359,7 @@ def test_a_database_storage_holds_the_study(workdir):
 def test_a_killed_worker_leaves_the_others_going_and_its_trial_is_run_again(workdir):
     write_sweep(workdir, "workers", STUDY.format(epochs=150, n_trials=4, sampler="random", pruner="none",
                                                  params="  optim.lr: tag(log, interval(1e-3, 1e-1))"))
-    process = subprocess.Popen([*dlrun_command(), "sweep", "workers.yaml", "--n-jobs", "2"], cwd=workdir,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_with_workers_up(workdir, "workers", 2)
     victim = wait_for_worker_trial(workdir, "workers", process)
     worker_pid = int(pid_of(victim.user_attrs["dlrun_owner"]))
     os.kill(worker_pid, signal.SIGKILL)
