@@ -1,6 +1,6 @@
 """Text -> token ids: a word- or character-level vocabulary fitted on training texts.
 
-The tokenizer is plain data (its vocabulary and three options), so a served text
+The tokenizer is plain data (its vocabulary and four options), so a served text
 model carries it as JSON and loading it runs no code from the model's folder.
 No torch here: config validation and the served model's loader import it.
 """
@@ -8,6 +8,7 @@ No torch here: config validation and the served model's loader import it.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -32,13 +33,16 @@ class Tokenizer:
         lowercase: texts are lowercased before they are cut.
         max_length: every encoded text has exactly this many ids (truncated, or right-padded with 0).
         vocab: the token of each id: vocab[0] is PAD, vocab[1] UNK, then the training tokens by
-            descending frequency, ties in text order.
+            descending frequency, ties in code-point order.
+        normalization: the Unicode normal form texts are brought to first ("NFC": a decomposed "café"
+            is the composed one), or None for none (a tokenizer saved before it was recorded).
     """
 
     tokens: str
     lowercase: bool
     max_length: int
     vocab: list[str]
+    normalization: str | None = "NFC"
 
     def __post_init__(self) -> None:
         if self.tokens not in TOKEN_KINDS:
@@ -47,6 +51,8 @@ class Tokenizer:
             raise ValueError(f"max_length must be at least 1, not {self.max_length}")
         if self.vocab[:2] != [PAD, UNK]:
             raise ValueError(f"a vocabulary starts with {PAD!r} and {UNK!r}")
+        if self.normalization not in (None, "NFC", "NFD", "NFKC", "NFKD"):
+            raise ValueError(f"normalization must be a Unicode normal form or None, not {self.normalization!r}")
         self._ids = {token: i for i, token in enumerate(self.vocab)}
 
     @classmethod
@@ -73,6 +79,8 @@ class Tokenizer:
 
     def split(self, text: str) -> list[str]:
         """The tokens of one text, before they are looked up."""
+        if self.normalization:  # the same letters typed or stored another way are the same tokens
+            text = unicodedata.normalize(self.normalization, text)
         if self.lowercase:
             text = text.lower()
         return _WORD.findall(text) if self.tokens == "word" else list(text)
@@ -95,15 +103,17 @@ class Tokenizer:
     def to_dict(self) -> dict:
         """The tokenizer as JSON-able data (what from_dict reads back)."""
         return {"format": FORMAT, "tokens": self.tokens, "lowercase": self.lowercase,
-                "max_length": self.max_length, "vocab": list(self.vocab)}
+                "max_length": self.max_length, "normalization": self.normalization, "vocab": list(self.vocab)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Tokenizer":
-        """The tokenizer that to_dict wrote; ValueError when `data` is not one."""
+        """The tokenizer that to_dict wrote; ValueError when `data` is not one. One written before
+        `normalization` was recorded normalizes nothing, as it did then."""
         if data.get("format") != FORMAT:
             raise ValueError(f"not a dlrun tokenizer of format {FORMAT} (format: {data.get('format')!r})")
         missing = [key for key in ("tokens", "lowercase", "max_length", "vocab") if key not in data]
         if missing:
             raise ValueError(f"a tokenizer without {', '.join(missing)}")
+        normalization = data.get("normalization")
         return cls(str(data["tokens"]), bool(data["lowercase"]), int(data["max_length"]),
-                   [str(token) for token in data["vocab"]])
+                   [str(token) for token in data["vocab"]], None if normalization is None else str(normalization))

@@ -71,3 +71,24 @@ def test_round_trip_through_json():
 def test_from_dict_refuses_what_is_not_a_tokenizer(data):
     with pytest.raises(ValueError):
         Tokenizer.from_dict(data)
+
+
+@pytest.mark.parametrize("tokens", ["word", "char"])
+def test_a_decomposed_text_encodes_as_the_composed_one_it_was_trained_on(tokens):
+    import unicodedata
+
+    composed = ["café crème", "naïve café"]
+    tokenizer = Tokenizer.fit(composed, tokens, None, lowercase=True, max_length=12)
+    decomposed = [unicodedata.normalize("NFD", text) for text in composed]
+    assert decomposed != composed and tokenizer.to_dict()["normalization"] == "NFC"
+    assert np.array_equal(tokenizer.encode(decomposed), tokenizer.encode(composed))
+    assert UNK not in [tokenizer.vocab[i] for i in tokenizer.encode(decomposed).ravel()]
+
+
+def test_a_tokenizer_saved_before_normalization_was_recorded_normalizes_nothing():
+    import unicodedata
+
+    old = {"format": 1, "tokens": "char", "lowercase": False, "max_length": 4, "vocab": [PAD, UNK, "é"]}
+    tokenizer = Tokenizer.from_dict(old)
+    assert tokenizer.normalization is None
+    assert tokenizer.encode([unicodedata.normalize("NFD", "é")]).tolist() == [[1, 1, 0, 0]]  # as before: e, accent
