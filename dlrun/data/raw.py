@@ -54,6 +54,8 @@ class TextColumn:
     vocab_size: int | None  # distinct training tokens kept; None keeps all
     lowercase: bool
     max_length: int  # token ids per text
+    source: str = ""  # where the rows came from (data.path) and the target column, for messages
+    target: str = ""
 
 
 def encode_labels(values: Iterable[Any]) -> tuple[np.ndarray, list[str]]:

@@ -53,10 +53,9 @@ def text(path: str | None = None, text: str | None = None, target: str | None = 
         raise DataError(f"{path}: the target column '{target}' is empty in data row {row} (counting from 1 after the "
                         "header); fill or drop those rows.")
     y, names = encode_labels(_label_values(labels))
-    if len(names) < 2:
-        raise DataError(f"{path}: the target '{target}' has a single class ({names[0]!r}); classification needs "
-                        "two or more.")
-    column = TextColumn(texts.tolist(), text, tokens, vocab_size, lowercase, max_length)
+    # one class is refused when a model is trained on it (text_prepare), not here: eval scores other data,
+    # which may hold one class
+    column = TextColumn(texts.tolist(), text, tokens, vocab_size, lowercase, max_length, path, target)
     return RawData(np.zeros((len(y), 0), dtype=np.float32), y, "classification", (max_length,), names, [text],
                    text=column)
 

@@ -34,6 +34,9 @@ def text_bundle_fields(raw: RawData, train: np.ndarray, val: np.ndarray, test: n
     from dlrun.models.modules import Probabilities
 
     column = raw.text
+    if len(raw.class_names) < 2:  # checked here, where a model is trained; eval on other data may score one class
+        raise DataError(f"{column.source}: the target '{column.target}' has a single class ({raw.class_names[0]!r}); "
+                        "classification needs two or more to train.")
     texts = column.texts
     tokenizer = Tokenizer.fit([texts[i] for i in train], column.tokens, column.vocab_size, column.lowercase,
                               column.max_length)

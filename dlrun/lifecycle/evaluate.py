@@ -8,6 +8,8 @@ row of the other data.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from dlrun.lifecycle.stored import check_feature_count, load_run
@@ -43,6 +45,7 @@ def _score_other_data(stored, overrides: list[str]) -> dict[str, float]:
     from dlrun.data.sources import COMMON_KEYS, DATASETS
 
     data_cfg = _other_data_config(stored, overrides)
+    _refuse_tokenizer_changes(stored, data_cfg)
     options = {k: v for k, v in data_cfg.items() if k not in COMMON_KEYS}
     raw = DATASETS.get(data_cfg["name"], "data.name").builder(**DATASETS.bind(data_cfg["name"], options, "data"))
     model = stored.served_model()
@@ -82,6 +85,27 @@ def _as_run_classes(raw, stored, name: str) -> np.ndarray:
                         f"(its classes: {', '.join(run_names)}). Score it on data with the run's classes only.")
     position = {label: index for index, label in enumerate(run_names)}
     return np.array([position[label] for label in raw.class_names], dtype=np.int64)[raw.y]
+
+
+TOKENIZER_KEYS = ("tokens", "lowercase", "vocab_size", "max_length")  # fixed in a text run's served model
+
+
+def _refuse_tokenizer_changes(stored, data_cfg: dict) -> None:
+    """A ConfigError when the other data of a text run asks for another tokenizer: the served model
+    tokenizes with the one fitted in training, whatever the overrides say."""
+    from dlrun.errors import ConfigError
+
+    trained = stored.config.get("data") or {}
+    if trained.get("name") != "text":
+        return
+    shown = lambda value: json.dumps(value) if value is None or isinstance(value, bool) else str(value)  # noqa: E731
+    changed = [f"data.{key}={shown(data_cfg.get(key))}" for key in TOKENIZER_KEYS
+               if key in data_cfg and data_cfg.get(key) != trained.get(key)]
+    if changed:
+        kept = ", ".join(f"data.{key}={shown(trained.get(key))}" for key in TOKENIZER_KEYS)
+        raise ConfigError(f"eval of text run {stored.run_id} cannot change its tokenizer ({', '.join(changed)}): "
+                          f"its model reads texts with the tokenizer fitted in training ({kept}). Override "
+                          "data.path, data.text, data.target or data.delimiter only.")
 
 
 def _other_data_config(stored, overrides: list[str]) -> dict:

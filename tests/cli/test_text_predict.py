@@ -196,3 +196,16 @@ def test_predict_reads_the_input_with_the_runs_delimiter(in_run_folder, monkeypa
     table = pd.read_csv(folder / "out" / "tsv.csv")
     expected = served_probabilities(model_uri, [text + ", too" for text in TEXTS])
     np.testing.assert_allclose(table[["prob_neg", "prob_pos"]].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_eval_on_other_texts_scores_a_single_class_and_refuses_another_tokenizer(in_run_folder):
+    folder, run_id, model_uri = in_run_folder
+    pd.DataFrame({"review": TEXTS, "label": ["pos"] * 4}).to_csv("positive.csv", index=False)
+    result = runner.invoke(app, ["eval", run_id, "data.path=positive.csv"])
+    assert result.exit_code == 0, result.output
+    accuracy = float((served_probabilities(model_uri, TEXTS).argmax(axis=1) == 1).mean())
+    assert float(dict(item.split("=") for item in result.output.split())["acc"]) == pytest.approx(accuracy)
+    for override in ("data.max_length=30", "data.tokens=char", "data.lowercase=false", "data.vocab_size=5"):
+        result = runner.invoke(app, ["eval", run_id, "data.path=positive.csv", override])
+        assert result.exit_code == 2 and "cannot change its tokenizer" in result.output, result.output
+        assert override in result.output and "Traceback" not in result.output
