@@ -112,7 +112,7 @@ def export_run(run_id: str, fmt: str, output: str, uri: str | None = None) -> Ex
         except Exception as error:  # the converter's refusal: an operation or a shape it cannot express
             raise ExportFailed(f"the model of run {run_id} cannot be exported as {fmt}: {_reason(error)}. "
                                f"Try the other format ({', '.join(f for f in FORMATS if f != fmt)}), or serve "
-                               "it through MLflow (dlrun predict, mlflow models serve).") from None
+                               "it through MLflow (dlrun predict, or mlflow models serve -m MODEL_URI --env-manager local).") from None
         try:
             exported = load(made)
         except Exception as error:  # a file the runtime refuses: the exporter wrote something it cannot read
@@ -147,8 +147,10 @@ def _refuse_text(served, run_id: str) -> None:
     if text_model_of(served) is not None:
         raise ExportFailed(f"the model of run {run_id} reads raw text: its tokenizer runs in Python before the "
                            "network, and an ONNX or TorchScript file holds the network only. Serve it through "
-                           f"MLflow instead (dlrun predict {run_id} --input texts.csv, or mlflow models serve on "
-                           "its model URI), or take it into Python with dlrun.load_model.")
+                           f"MLflow instead (dlrun predict {run_id} --input texts.csv, or `mlflow models serve -m "
+                           "MODEL_URI --env-manager local`: the local environment, where dlrun is installed; "
+                           "MLflow's default would install the dlrun of PyPI, another package), or take it into "
+                           "Python with dlrun.load_model.")
 
 
 def _torch_module(served, run_id: str):

@@ -116,6 +116,7 @@ def test_export_refuses_a_text_run_and_writes_nothing(in_run_folder):
     folder, run_id, _ = in_run_folder
     result = runner.invoke(app, ["export", run_id, "--format", "torchscript", "--output", "m.pt"])
     assert result.exit_code == 2 and "reads raw text" in result.output and "dlrun predict" in result.output
+    assert "--env-manager local" in result.output  # MLflow's default environment would install PyPI's dlrun
     assert not (folder / "m.pt").exists()
 
 
