@@ -86,7 +86,9 @@ def _schema(data_cfg: dict, data) -> dict:
     targets = 1 if data.y_train.ndim == 1 else int(data.y_train.shape[1])
     classification = data.task == "classification"
     if data.text_column:  # text: the CSV's text column (strings) and its class column
-        columns = [ColSpec(DataType.string, data.text_column), ColSpec(DataType.long, str(data_cfg["target"]))]
+        integers = all(_is_integer(name) for name in data.class_names)  # as data=text reads the labels
+        label = DataType.long if integers else DataType.string
+        columns = [ColSpec(DataType.string, data.text_column), ColSpec(label, str(data_cfg["target"]))]
         return {"mlflow_colspec": Schema(columns).to_dict()}
     names = data.feature_names
     if names and len(names) <= MAX_COLUMNS and tuple(data.sample_shape) == (len(names),):
@@ -100,3 +102,11 @@ def _schema(data_cfg: dict, data) -> dict:
         features=Schema([TensorSpec(np.dtype(np.float32), (-1, *data.sample_shape), "features")]),
         targets=Schema([TensorSpec(np.dtype(np.int64 if classification else np.float32), target_shape, "target")]),
     ).to_dict()
+
+
+def _is_integer(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True

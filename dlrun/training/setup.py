@@ -170,7 +170,9 @@ def _augmentation(run: RunConfig, sample_shape: tuple[int, ...], tokenized: bool
 
 def quiet_lightning() -> None:
     """Keep the terminal for dlrun's own output: no hardware banners or tips."""
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning", "mlflow.store.db.utils"):
+    # mlflow.pyfunc and mlflow.models: "Validating input example..." as a text run's model is logged
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning", "mlflow.store.db.utils",
+                 "mlflow.pyfunc", "mlflow.models"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*does not have many workers.*", ".*train_dataloader.*", ".*val_dataloader.*",
                     ".*test_dataloader.*", ".*LitLogger.*", ".*litlogger.*", ".*Checkpoint directory.*exists.*",

@@ -55,7 +55,7 @@ def test_a_text_run_records_its_data_and_params(text_run):
     schemas = {each.dataset.schema for each in run.inputs.dataset_inputs}  # one per split, each the CSV's columns
     assert len(run.inputs.dataset_inputs) == 3 and len(schemas) == 1
     assert json.loads(schemas.pop())["mlflow_colspec"] == [{"type": "string", "name": "review", "required": True},
-                                                          {"type": "long", "name": "label", "required": True}]
+                                                          {"type": "string", "name": "label", "required": True}]
 
 
 def test_eval_equals_the_logged_test_metrics(text_run):

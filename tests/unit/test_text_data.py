@@ -121,3 +121,28 @@ def test_a_delimiter_that_is_not_one_character_is_named_with_the_fix(tmp_path, s
                                                               **options}, "data"))
     message = str(refused.value)
     assert f"data.delimiter is {shown}" in message and "data.delimiter=tab" in message
+
+
+@pytest.mark.parametrize("class_names, kind", [(["neg", "pos"], "string"), (["2", "10"], "long")])
+def test_the_recorded_dataset_names_the_class_column_by_what_it_holds(class_names, kind):
+    import json
+    from types import SimpleNamespace
+
+    from dlrun.tracking.datasets import _schema
+
+    data = SimpleNamespace(y_train=np.zeros(4), task="classification", text_column="review", class_names=class_names)
+    columns = json.loads(json.dumps(_schema({"target": "label"}, data)))["mlflow_colspec"]
+    assert columns == [{"type": "string", "name": "review", "required": True},
+                       {"type": kind, "name": "label", "required": True}]
+
+
+def test_logging_a_text_model_prints_no_mlflow_info_lines():
+    """MLflow logs "Validating input example..." at INFO as a text run's pyfunc model is logged."""
+    import logging
+
+    import mlflow.pyfunc  # noqa: F401  (MLflow configures its loggers as it is imported)
+
+    from dlrun.training.setup import quiet_lightning
+
+    quiet_lightning()
+    assert not any(logging.getLogger(name).isEnabledFor(logging.INFO) for name in ("mlflow.pyfunc", "mlflow.models"))
