@@ -224,7 +224,8 @@ def resume(
 def predict(
     run_id: str = typer.Argument(..., help="The MLflow run id printed by dlrun train.",
                                 autocompletion=complete_run_ids),
-    input_path: str = typer.Option(..., "--input", "-i", help="Raw features: a CSV with a header row, or .npy; for a text run, a CSV with the run's text column."),
+    input_path: str = typer.Option(..., "--input", "-i", help="Raw features: a CSV with a header row, or .npy; "
+                                   "for a text run, a CSV with the run's text column."),
     output_path: str = typer.Option(..., "--output", "-o", help="Where to write the predictions (CSV)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", help=PLUGIN_HELP),

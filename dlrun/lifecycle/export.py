@@ -112,7 +112,8 @@ def export_run(run_id: str, fmt: str, output: str, uri: str | None = None) -> Ex
         except Exception as error:  # the converter's refusal: an operation or a shape it cannot express
             raise ExportFailed(f"the model of run {run_id} cannot be exported as {fmt}: {_reason(error)}. "
                                f"Try the other format ({', '.join(f for f in FORMATS if f != fmt)}), or serve "
-                               "it through MLflow (dlrun predict, or mlflow models serve -m MODEL_URI --env-manager local).") from None
+                               "it through MLflow (dlrun predict, or mlflow models serve -m MODEL_URI "
+                               "--env-manager local).") from None
         try:
             exported = load(made)
         except Exception as error:  # a file the runtime refuses: the exporter wrote something it cannot read
