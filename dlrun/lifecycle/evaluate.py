@@ -77,6 +77,8 @@ def _as_run_classes(raw, stored, name: str) -> np.ndarray:
     run_names = stored.data_info().get("class_names") or []
     if not raw.class_names or not run_names or list(raw.class_names) == list(run_names):
         return raw.y
+    if _class_numbers(raw.class_names, run_names):  # labels 0..K-1 for a run whose classes have names (iris)
+        return np.array([int(label) for label in raw.class_names], dtype=np.int64)[raw.y]
     unknown = sorted(set(raw.class_names) - set(run_names))
     if unknown:
         from dlrun.errors import DataError
@@ -85,6 +87,13 @@ def _as_run_classes(raw, stored, name: str) -> np.ndarray:
                         f"(its classes: {', '.join(run_names)}). Score it on data with the run's classes only.")
     position = {label: index for index, label in enumerate(run_names)}
     return np.array([position[label] for label in raw.class_names], dtype=np.int64)[raw.y]
+
+
+def _class_numbers(labels, run_names) -> bool:
+    """Whether the other data's labels are the run's class indices rather than its class names: all whole
+    numbers within the run's classes, and none of them one of its names."""
+    numbers = [label for label in labels if str(label).isdigit() and int(label) < len(run_names)]
+    return len(numbers) == len(labels) and not set(map(str, labels)) & set(map(str, run_names))
 
 
 TOKENIZER_KEYS = ("tokens", "lowercase", "vocab_size", "max_length")  # fixed in a text run's served model

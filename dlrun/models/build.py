@@ -142,7 +142,7 @@ def build_model(layers: Sequence[Mapping], sample_shape: tuple[int, ...], out_fe
     if vocab_size is not None and not net.makes_padding:
         raise ConfigError(
             f"this data gives token ids shaped {tuple(sample_shape)} (text), which a model reads through an embedding "
-            "layer, but model.layers has none. Use model=text_lstm or model=text_transformer, or start model.layers "
+            "layer, but model.layers has none. Use model=text_bag, model=text_lstm or model=text_transformer, or start model.layers "
             "with {type: embedding}."
         )
     produced = output_shape(net, sample_shape)

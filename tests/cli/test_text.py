@@ -50,7 +50,7 @@ def test_a_text_run_records_its_data_and_params(text_run):
     run = _run(folder, run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["data.text"] == "review" and run.data.params["data.tokens"] == "word"
-    assert run.data.tags["mlflow.runName"].startswith("text_lstm-text-") and run.data.tags["dlrun.data_fingerprint"]
+    assert run.data.tags["mlflow.runName"].startswith("text_bag-text-") and run.data.tags["dlrun.data_fingerprint"]
     assert 0.0 <= run.data.metrics["test/acc"] <= 1.0
     schemas = {each.dataset.schema for each in run.inputs.dataset_inputs}  # one per split, each the CSV's columns
     assert len(run.inputs.dataset_inputs) == 3 and len(schemas) == 1

@@ -28,7 +28,7 @@ def text_run(tmp_path_factory):
         patch.chdir(folder)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store: ./mlflow.db
         result = dlrun.train(["data=text", "data.path=reviews.csv", "data.text=review", "data.target=label",
-                              "data.max_length=12", "model.dim=8", "model.hidden=8", "trainer.max_epochs=1",
+                              "data.max_length=12", "model=text_lstm", "model.dim=8", "model.hidden=8", "trainer.max_epochs=1",
                               "tracking.system_metrics=false"])
     return folder, result.run_id, result.model_uri
 

@@ -34,6 +34,7 @@ NEEDS = {
     ("data", "text"): lambda files: _text(files),
     ("model", "text_lstm"): lambda files: ["data=text", *_text(files)],  # token ids: text data
     ("model", "text_transformer"): lambda files: ["data=text", *_text(files)],
+    ("model", "text_bag"): lambda files: ["data=text", *_text(files)],
 }
 
 

@@ -94,7 +94,7 @@ def test_the_fingerprint_follows_the_texts(tmp_path):
 
 def test_data_text_picks_a_text_model_unless_model_is_given(tmp_path):
     keys = [f"data.path={tmp_path / 'r.csv'}", "data.text=review", "data.target=label"]
-    assert validate(compose(["data=text", *keys])).choices["model"] == "text_lstm"
+    assert validate(compose(["data=text", *keys])).choices["model"] == "text_bag"
     assert validate(compose(["data=text", "model=text_transformer", *keys])).choices["model"] == "text_transformer"
 
 

@@ -42,7 +42,7 @@ def _unmasked(net, ids: torch.Tensor) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("model", ["text_lstm", "text_transformer"])
+@pytest.mark.parametrize("model", ["text_bag", "text_lstm", "text_transformer"])
 def test_more_padding_leaves_a_shipped_text_models_logits_unchanged(model):
     net = _net(_shipped_layers(model))
     with torch.no_grad():
@@ -84,7 +84,7 @@ def test_the_mask_reaches_layers_inside_repeat_and_residual():
         assert torch.allclose(net(_ids(8)), net(_ids(12)), atol=1e-6)
 
 
-@pytest.mark.parametrize("model", ["text_lstm", "text_transformer"])
+@pytest.mark.parametrize("model", ["text_bag", "text_lstm", "text_transformer"])
 def test_the_exported_served_model_masks_padding_as_the_eager_one_does(model):
     served = ServingModel(torch.nn.Identity(), _net(_shipped_layers(model)), Probabilities()).eval()
     program = torch.export.export(served, (_ids(12),), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
