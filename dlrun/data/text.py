@@ -60,20 +60,26 @@ def text(path: str | None = None, text: str | None = None, target: str | None = 
                    text=column)
 
 
+def utf8_text(path: Path, setting: str) -> str:
+    """The file's text, strictly UTF-8 (a leading BOM kept), or a DataError naming the byte, its line and
+    `setting`, the option that named the file."""
+    content = path.read_bytes()
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content[: error.start].count(b"\n") + 1
+        raise DataError(f"{setting}: '{path}' is not UTF-8: byte {error.start} (line {line}) is "
+                        f"{content[error.start:error.start + 1]!r}. Save the file as UTF-8 (for example "
+                        f"`iconv -f latin1 -t utf-8 {path.name}`), or fix that line.") from None
+
+
 def _read(path: Path, delimiter: str):
     """Every column as strings (only an empty field is missing: 'NA' is a text), or a DataError naming the file."""
     import pandas as pd
 
     if not path.is_file():
         raise DataError(f"data.path: no file at '{path}' (from {Path.cwd()}). Give an existing CSV: data.path=FILE.")
-    content = path.read_bytes()
-    try:
-        decoded = content.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = content[: error.start].count(b"\n") + 1
-        raise DataError(f"data.path: '{path}' is not UTF-8: byte {error.start} (line {line}) is "
-                        f"{content[error.start:error.start + 1]!r}. Save the file as UTF-8 (for example "
-                        f"`iconv -f latin1 -t utf-8 {path.name}`), or fix that line.") from None
+    decoded = utf8_text(path, "data.path")
     if not decoded.strip():
         raise DataError(f"data.path: '{path}' is empty; it needs a header row and data rows.")
     try:

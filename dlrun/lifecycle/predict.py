@@ -98,13 +98,9 @@ def read_texts(path: Path, column: str, delimiter: str = ",") -> list[str]:
     if path.suffix == ".npy":
         raise DataError(f"--input: '{path}' is a .npy array; the run's model reads texts: give a CSV with a "
                         f"column '{column}', as in training.")
-    raw = path.read_bytes()
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise DataError(f"--input: '{path}' is not UTF-8 text: line {line} holds the byte "
-                        f"0x{raw[error.start]:02x}. Save the file as UTF-8.") from None
+    from dlrun.data.text import utf8_text
+
+    content = utf8_text(path, "--input").removeprefix("\ufeff")
     try:
         frame = pd.read_csv(io.StringIO(content), sep=delimiter, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:

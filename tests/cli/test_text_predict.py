@@ -63,7 +63,7 @@ def test_predict_reads_the_text_column_of_a_training_shaped_csv(in_run_folder):
     (b"reveiw,label\nthe film,pos\n", "has no column 'review', the text column the run trained on (its columns: "
                                       "reveiw, label). Did you mean 'reveiw'?"),
     (b"review,label\nthe film,pos\n,neg\n  ,pos\n", "column 'review' of 'bad.csv' is empty in row 2, 3"),
-    (b"review,label\nthe film,pos\ncaf\xe9 cr\xe8me,neg\n", "'bad.csv' is not UTF-8 text: line 3 holds the byte 0xe9"),
+    (b"review,label\nthe film,pos\ncaf\xe9 cr\xe8me,neg\n", "'bad.csv' is not UTF-8: byte 29 (line 3) is b'\\xe9'"),
 ], ids=["missing-column", "empty-text", "not-utf8"])
 def test_predict_bad_text_input_exits_2_naming_it(in_run_folder, content, message):
     folder, run_id, _ = in_run_folder
