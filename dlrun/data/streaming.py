@@ -93,15 +93,42 @@ def worker_loader(dataset, jobs, num_workers: int, pin_memory: bool = False, per
     return DataLoader(dataset, batch_size=None, sampler=jobs, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=persistent and num_workers > 0, generator=torch.Generator().manual_seed(0),
                       multiprocessing_context="fork" if fork else None, collate_fn=_as_made,
-                      worker_init_fn=_leave_signals_to_training)
+                      worker_init_fn=_start_worker)
 
 
-def _leave_signals_to_training(_worker_id: int) -> None:
+def _start_worker(_worker_id: int) -> None:
+    """What a worker does first: leave Ctrl-C to training, and keep its heap from growing over a pass."""
+    _leave_signals_to_training()
+    _map_large_buffers()
+
+
+def _leave_signals_to_training() -> None:
     """Ctrl-C in a terminal reaches every process of the group: a worker that died of it would fail the next
     batch, where training stops at a batch boundary with a checkpoint. The training process answers it and
     ends its workers (which also end when it is gone). SIGTERM keeps its default: it is how workers are
     ended at exit, and training stops on a SIGTERM to the group whatever its workers do (StopOnSignal)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# glibc's mallopt parameter, and the size from which a worker's buffers get pages of their own
+_M_MMAP_THRESHOLD = -3
+LARGE_BUFFER_BYTES = 1 << 20
+
+
+def _map_large_buffers() -> None:
+    """Give every buffer of LARGE_BUFFER_BYTES or more (a batch's pixels, its tensor) pages of its own.
+
+    glibc raises its threshold for that each time such a buffer is freed, after which batch-sized buffers
+    come from the heap between the decoder's small ones, and the heap fragments: a worker grew by ~190 MiB
+    over a 10,000-image epoch of 64x64 PNGs, where with this fixed threshold it stayed at ~30-50 MiB.
+    Elsewhere than glibc this does nothing.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)
+    except (OSError, AttributeError):
+        pass
 
 
 def _as_made(item):
