@@ -67,7 +67,8 @@ def test_groups_their_options_and_keys_complete(workdir):
 
 def test_bash_words_split_at_equals_complete_the_value_only(workdir):
     assert bash("dlrun train model = c") == ["cnn"]
-    assert bash("dlrun train model =") == ["cnn", "gru", "linear", "lstm", "mlp", "rnn", "svm", "transformer"]
+    assert bash("dlrun train model =") == ["cnn", "gru", "linear", "lstm", "mlp", "rnn", "svm", "text_bag", "text_lstm",
+                                           "text_transformer", "transformer"]
     assert bash("dlrun train data = iris model.d") == ["model.depth=2"]
     assert bash("dlrun train trainer.deterministic =") == ["true", "false"]
 
@@ -78,7 +79,8 @@ def test_the_users_config_trees_complete(workdir):
     extra = workdir / "more" / "optim"
     extra.mkdir(parents=True)
     (extra / "fast.yaml").write_text("# Faster\nname: sgd\nlr: 0.5\n")
-    assert bash("dlrun train model=t") == ["model=tiny", "model=transformer"]
+    assert bash("dlrun train model=ti") == ["model=tiny"]
+    assert bash("dlrun train model=tr") == ["model=transformer"]
     assert bash("dlrun train model=tiny model.w") == ["model.width=4"]
     assert bash("dlrun train --config-dir more optim=f") == ["optim=fast"]
     assert bash("dlrun train optim=f") == []
