@@ -16,6 +16,7 @@ shrank, a decoder that crashed) is torch's RuntimeError, turned into a WorkerDie
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import re
@@ -123,8 +124,6 @@ def _map_large_buffers() -> None:
     over a 10,000-image epoch of 64x64 PNGs, where with this fixed threshold it stayed at ~30-50 MiB.
     Elsewhere than glibc this does nothing.
     """
-    import ctypes
-
     try:
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)
     except (OSError, AttributeError):
