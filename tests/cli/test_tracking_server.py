@@ -136,8 +136,10 @@ def test_a_server_that_goes_away_loses_nothing_trained(tmp_path, workdir):
             assert time.time() < deadline and process.poll() is None, process.communicate()
             time.sleep(0.2)
         run_id = next((workdir / "outputs").iterdir()).name
-        recorded = len(server.client().get_metric_history(run_id, "val/loss"))
-        assert recorded >= 1
+        # The epochs' metrics are sent right after the checkpoint is written: wait for that first send.
+        while not (recorded := len(server.client().get_metric_history(run_id, "val/loss"))):
+            assert time.time() < deadline and process.poll() is None, process.communicate()
+            time.sleep(0.2)
     finally:
         server.stop()
     out, err = process.communicate(timeout=600)
