@@ -8,7 +8,6 @@ server once.
 
 from __future__ import annotations
 
-import fcntl
 import socket
 import subprocess
 import time
@@ -18,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlrun.cli import app
+from tests.claim_gate import start_with_every_process_claiming
 from tests.cli.test_tracking_server import Server
 from tests.conftest import dlrun_command, mlflow_runs, run_dlrun
 from tests.postgres import PASSWORD, USER
@@ -65,25 +65,12 @@ def worker_logs(folder: Path, name: str) -> list[str]:
 
 
 def start_two_workers(folder: Path, sweep: str, url: str) -> subprocess.Popen:
-    """`dlrun sweep SWEEP --storage URL --n-jobs 2` (the command and one worker process), let claim trials
-    only once both are up.
-
-    The claim lock (the one both processes on this machine take) is held until the worker's log says it
-    opened the study, so that a worker slow to start does not find every trial taken.
-    """
+    """`dlrun sweep SWEEP --storage URL --n-jobs 2` (the command and one worker process), its first trials
+    claimed only once both processes wait for the claim lock."""
     from dlrun.tuning.budget import lock_path_for
 
-    name = Path(sweep).stem
-    logs = folder / "outputs" / "sweeps" / name
-    with open(lock_path_for(url, name), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        process = subprocess.Popen([*dlrun_command(), "sweep", sweep, "--storage", url, "--n-jobs", "2"], cwd=folder,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 300
-        while sum("trials done" in log.read_text() for log in logs.glob("worker-*.log")) < 1:
-            assert time.time() < deadline and process.poll() is None, process.communicate()
-            time.sleep(0.2)
-    return process
+    return start_with_every_process_claiming([*dlrun_command(), "sweep", sweep, "--storage", url, "--n-jobs", "2"],
+                                             folder, lock_path_for(url, Path(sweep).stem), processes=2)
 
 
 def test_two_workers_share_one_postgresql_study_and_run_each_trial_once(postgres, workdir):

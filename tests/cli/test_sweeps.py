@@ -3,7 +3,6 @@ survive failing trials, prune, resume after a kill, and share one study among wo
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dlrun.processes import pid_of
+from tests.claim_gate import start_with_every_process_claiming
 from tests.conftest import dlrun_command, mlflow_runs, run_dlrun
 
 FAST = "data=iris tracking.log_model=false"
@@ -206,24 +206,12 @@ def test_a_killed_study_resumes_with_finished_trials_kept_and_the_crashed_one_re
 
 
 def start_with_workers_up(folder: Path, name: str, jobs: int) -> subprocess.Popen:
-    """`dlrun sweep NAME.yaml --n-jobs JOBS`, its trials claimed only once every worker opened the study.
-
-    The claim lock is held until each worker's log says so: the command, which trains trials too and has
-    nothing to import, would otherwise often run short trials alone on a loaded machine.
-    """
+    """`dlrun sweep NAME.yaml --n-jobs JOBS`, its first trials claimed only once every process waits to claim."""
     from dlrun.tuning.budget import lock_path_for
 
-    logs = folder / "outputs" / "sweeps" / name
-    (folder / "optuna").mkdir(exist_ok=True)
-    with open(lock_path_for(str(folder / "optuna" / f"{name}.journal"), name), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        process = subprocess.Popen([*dlrun_command(), "sweep", f"{name}.yaml", "--n-jobs", str(jobs)], cwd=folder,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 300
-        while sum("trials done" in log.read_text() for log in logs.glob("worker-*.log")) < jobs - 1:
-            assert time.time() < deadline and process.poll() is None, process.communicate()
-            time.sleep(0.2)
-    return process
+    lock = lock_path_for(str(folder / "optuna" / f"{name}.journal"), name)
+    return start_with_every_process_claiming([*dlrun_command(), "sweep", f"{name}.yaml", "--n-jobs", str(jobs)],
+                                             folder, lock, processes=jobs)
 
 
 def test_worker_processes_on_one_storage_run_exactly_n_trials(workdir):
