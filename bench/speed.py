@@ -43,7 +43,7 @@ MODELS = {"cnn": ["data=digits", "model=cnn"], "mlp": ["data=wine", "model=mlp"]
 SECTIONS = ("loops", "startup", "fixed", "sweeps", "pruning")
 
 FULL = {"epochs": {"cnn": 12, "mlp": 40}, "repeats": 3, "startup_repeats": 5,
-        "sweep": {"trials": 20, "epochs": 3, "long": {"trials": 8, "epochs": 25, "jobs": [1, 2]}},
+        "sweep": {"trials": 20, "epochs": 3, "long": {"trials": 8, "epochs": 40, "jobs": [1, 2]}},
         "pruning": {"trials": 20, "epochs": 15}}
 QUICK = {"epochs": {"cnn": 2, "mlp": 2}, "repeats": 1, "startup_repeats": 1,
          "sweep": {"trials": 1, "epochs": 1, "long": None},  # the long study: two more of the same, not run

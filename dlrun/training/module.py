@@ -6,6 +6,8 @@ one forward pass, one loss, and the penalties only when their coefficients are s
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -32,14 +34,13 @@ class DlrunModule(pl.LightningModule):
         make_optimizer: callable(parameters) -> torch optimizer.
         make_scheduler: callable(optimizer) -> Lightning lr-scheduler dict, or None.
         task: "classification" or "regression".
-        num_classes: classes for classification, 0 for regression.
         l1, l2: penalty coefficients over penalized_parameters(net).
         target_scale: regression targets are standardized; MAE is reported in the
             user's units by multiplying back by this scale.
         extra_metrics: more metrics (`metrics: [...]`): name -> a function that makes one.
     """
 
-    def __init__(self, net: nn.Module, loss_fn, make_optimizer, task: str, num_classes: int,
+    def __init__(self, net: nn.Module, loss_fn, make_optimizer, task: str,
                  l1: float = 0.0, l2: float = 0.0, target_scale: torch.Tensor | None = None,
                  make_scheduler=None, extra_metrics=None):
         super().__init__()
@@ -52,19 +53,12 @@ class DlrunModule(pl.LightningModule):
         self._penalized = penalized_parameters(net) if (l1 or l2) else []
         self.register_buffer("target_scale", target_scale if target_scale is not None else torch.ones(1))
         self.metric_name = quality_name(task)
-        self.metrics = nn.ModuleDict({stage: self._metric(num_classes) for stage in ("val", "test")})
         self.extra_metrics = nn.ModuleDict({
             stage: nn.ModuleDict({name: make() for name, make in (extra_metrics or {}).items()})
             for stage in ("val", "test")})
         self._sums: dict[str, list] = {}  # stage -> [sum of loss * rows, rows] over the epoch so far
-
-    def _metric(self, num_classes: int):
-        import torchmetrics
-
-        if self.task == "classification":
-            # The inputs are class indices dlrun computed itself: the per-batch argument checks only cost time.
-            return torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, validate_args=False)
-        return torchmetrics.MeanAbsoluteError()
+        # stage -> [correct predictions (classification) or summed absolute error (regression), values]
+        self._quality: dict[str, list] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -96,13 +90,26 @@ class DlrunModule(pl.LightningModule):
     def _add_to_epoch_loss(self, stage: str, loss: torch.Tensor, rows: int, batch_index: int) -> None:
         """The epoch's mean loss, weighted by rows, logged once at its last batch: one self.log per
         step costs Lightning more than a small model's step (see bench/speed.py)."""
-        total = self._sums.get(stage) if batch_index else None
-        loss_rows = loss.detach() * rows
-        self._sums[stage] = [loss_rows, rows] if total is None else [total[0].to(loss_rows.device) + loss_rows,
-                                                                     total[1] + rows]
-        if self._last_batch(stage, batch_index):
-            summed, count = self._sums.pop(stage)
-            self.log(f"{stage}/loss", summed / count, on_step=False, on_epoch=True, sync_dist=True)
+        finished = self._epoch_sum(self._sums, stage, loss.detach() * rows, rows, batch_index)
+        if finished is not None:
+            self.log(f"{stage}/loss", finished[0] / finished[1], on_step=False, on_epoch=True, sync_dist=True)
+
+    def _add_to_epoch_quality(self, stage: str, quality: torch.Tensor, values: int, batch_index: int) -> None:
+        """Accuracy (correct over rows) or MAE (absolute error over values), summed as tensors and logged
+        once at the epoch's last batch, as the loss is: a torchmetrics object costs more than a small model's
+        batch. The division in float64 rounds to the same float32 as torchmetrics' own."""
+        finished = self._epoch_sum(self._quality, stage, quality, values, batch_index)
+        if finished is not None:
+            value = (finished[0].to(torch.float64) / finished[1]).to(torch.float32)
+            self.log(f"{stage}/{self.metric_name}", value, on_step=False, on_epoch=True, sync_dist=True)
+
+    def _epoch_sum(self, sums: dict[str, list], stage: str, value: torch.Tensor, count: int,
+                   batch_index: int) -> list | None:
+        """Adds a batch's value and count to the running sums of `stage`; at the epoch's last batch, returns
+        [sum, count] and starts over. (A sum restored from a checkpoint is on the CPU: moved to the batch's device.)"""
+        total = sums.get(stage) if batch_index else None
+        sums[stage] = [value, count] if total is None else [total[0].to(value.device) + value, total[1] + count]
+        return sums.pop(stage) if self._last_batch(stage, batch_index) else None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint written mid-epoch (on its interval, or where a signal stopped) carries the epoch's
@@ -128,7 +135,7 @@ class DlrunModule(pl.LightningModule):
 
     def _not_finite_anywhere(self, loss: torch.Tensor) -> bool:
         """A non-finite loss on any rank stops every rank (one rank alone stopping would hang the rest)."""
-        bad = not bool(torch.isfinite(loss))
+        bad = not math.isfinite(float(loss.detach()))
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
@@ -141,14 +148,16 @@ class DlrunModule(pl.LightningModule):
         if self.task == "classification":
             predicted = outputs.argmax(dim=-1) if outputs.shape[-1] > 1 else (outputs[:, 0] > 0).long()
             targets = y
+            quality = (predicted == targets).sum()
         else:
             predicted, targets = outputs * self.target_scale, y * self.target_scale
-        metrics = {self.metric_name: self.metrics[stage], **self.extra_metrics[stage]}
-        for metric in metrics.values():
+            quality = (predicted - targets).abs().sum()
+        for metric in self.extra_metrics[stage].values():
             metric.update(predicted, targets)
+        self._add_to_epoch_quality(stage, quality, targets.numel(), batch_index)
         self._add_to_epoch_loss(stage, loss, len(x), batch_index)
         if self._last_batch(stage, batch_index):  # the metric objects accumulate every batch; computed once
-            for name, metric in metrics.items():
+            for name, metric in self.extra_metrics[stage].items():
                 self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True)
 
     def validation_step(self, batch, batch_index):

@@ -52,7 +52,7 @@ def prepare(run: RunConfig) -> Prepared:
                       vocab_size=len(data.tokenizer.vocab) if data.tokenizer is not None else None)
     module = DlrunModule(
         net, LOSSES.get(loss_name).builder(data.num_classes, **loss_options), _optimizer_factory(run), data.task,
-        data.num_classes, l1=run.regularization["l1"], l2=run.regularization["l2"],
+        l1=run.regularization["l1"], l2=run.regularization["l2"],
         target_scale=getattr(data.postprocess, "scale", None),
         make_scheduler=_scheduler_factory(run, data), extra_metrics=_extra_metrics(run, data),
     )

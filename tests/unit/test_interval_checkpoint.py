@@ -46,7 +46,7 @@ def _fit(tmp_path, epochs: int, every_s: float, monkeypatch, loader=BatchLoader)
     y = (x[:, 0] > 0).long()
     name, options = run.loss
     module = DlrunModule(nn.Linear(4, 2), LOSSES.get(name).builder(2, **options), train_setup._optimizer_factory(run),
-                         "classification", 2)
+                         "classification")
     record = _Record()
     trainer = build_trainer(run, "classification", tmp_path, EpochMetricsToMlflow(record),
                             StopOnSignal(tmp_path / "last.ckpt"))

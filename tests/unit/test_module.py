@@ -36,8 +36,7 @@ def _net() -> nn.Sequential:
 def _module(net=None, loss="cross_entropy", task="classification", num_classes=2, **kw):
     net = net if net is not None else _net()
     loss_fn = LOSSES.get(loss).builder(num_classes, **LOSSES.bind(loss, {}, "loss"))  # options as loss/NAME.yaml
-    return DlrunModule(net, loss_fn, lambda p: torch.optim.SGD(p, lr=0.1),
-                       task, num_classes, **kw)
+    return DlrunModule(net, loss_fn, lambda p: torch.optim.SGD(p, lr=0.1), task, **kw)
 
 
 def _weights(net):
@@ -166,3 +165,37 @@ def test_check_fits_rejects_cross_entropy_for_regression_listing_fitting_losses(
                                        ("mse", "classification"), ("cross_entropy", "classification")])
 def test_check_fits_accepts_fitting_losses(name, task):
     check_fits(name, task)  # no error
+
+
+class _LastBatchAt:
+    """What `_last_batch` reads of a trainer: validation has `batches` batches."""
+
+    def __init__(self, batches: int):
+        self.num_val_batches, self.world_size = [batches], 1
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_epochs_accuracy_and_mae_equal_torchmetrics_over_the_same_batches(task):
+    import torchmetrics
+
+    generator = torch.Generator().manual_seed(0)
+    outputs = 3 if task == "classification" else 2
+    module = DlrunModule(nn.Linear(5, outputs), (lambda o, y: o.sum()), lambda p: torch.optim.SGD(p, lr=0.1), task,
+                         target_scale=torch.tensor([2.5, 0.3]) if task == "regression" else None)
+    module._trainer = _LastBatchAt(4)
+    reference = (torchmetrics.Accuracy(task="multiclass", num_classes=3) if task == "classification"
+                 else torchmetrics.MeanAbsoluteError())
+    logged = {}
+    module.log = lambda name, value, **options: logged.setdefault(name, value)
+    for batch in range(4):  # batches of unequal sizes: the rows weigh, not the batches
+        x = torch.randn(7 + 3 * batch, 5, generator=generator)
+        y = (torch.randint(0, 3, (len(x),), generator=generator) if task == "classification"
+             else torch.randn(len(x), 2, generator=generator))
+        module._evaluate((x, y), "val", batch)
+        with torch.no_grad():
+            out = module.net(x)
+        reference.update(out.argmax(-1), y) if task == "classification" else reference.update(
+            out * module.target_scale, y * module.target_scale)
+        assert (f"val/{module.metric_name}" in logged) == (batch == 3)  # logged once, at the last batch
+    assert logged[f"val/{module.metric_name}"].dtype == torch.float32
+    assert torch.equal(logged[f"val/{module.metric_name}"], reference.compute())  # bit for bit

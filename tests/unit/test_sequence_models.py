@@ -244,7 +244,7 @@ def test_family_trains_a_short_epoch(model, data_set):
     before = [p.detach().clone() for p in net.parameters()]
     loss_name, loss_options = run.loss  # svm: hinge; the others: auto
     module = DlrunModule(net, LOSSES.get(loss_name).builder(data.num_classes, **loss_options),
-                         lambda params: torch.optim.Adam(params, lr=1e-3), data.task, data.num_classes)
+                         lambda params: torch.optim.Adam(params, lr=1e-3), data.task)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          accelerator="cpu", num_sanity_val_steps=0)
