@@ -7,6 +7,8 @@
    no logger, checkpoints or progress bar.
 3. `dlrun`: `dlrun.training.run.train(run)` as `dlrun train` calls it (MLflow store, checkpoints,
    plots, the served model), with one Lightning callback that times the epochs.
+4. `lightning_floor`: Lightning's loop and nothing else: dlrun's batch loader, a module that logs nothing,
+   no callbacks but the timer. What the Trainer's own per-batch machinery costs against the hand-written loop.
 
 All three start from dlrun's own `prepare(run)`, so the split, initial weights, loss and optimizer
 are the same. Per epoch each records `train` (the epoch's start to its last optimizer step) and
@@ -152,13 +154,54 @@ def lightning(run, device: str) -> tuple[list[dict], float]:
     return clock.epochs(), float(trainer.callback_metrics["val/acc"])
 
 
+class Bare(pl.LightningModule):
+    """A module that only computes: the training loss, and the validation loss and correct predictions."""
+
+    def __init__(self, net, loss_fn, make_optimizer):
+        super().__init__()
+        self.net, self.loss_fn, self.make_optimizer = net, loss_fn, make_optimizer
+        self.correct = self.rows = 0
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return self.loss_fn(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        outputs = self.net(x)
+        self.loss_fn(outputs, y)
+        if batch_idx == 0:
+            self.correct = self.rows = 0
+        self.correct += int((outputs.argmax(dim=-1) == y).sum())
+        self.rows += len(y)
+
+    def configure_optimizers(self):
+        return self.make_optimizer(self.net.parameters())
+
+
+def lightning_floor(run, device: str) -> tuple[list[dict], float]:
+    from dlrun.data.loader import BatchLoader
+
+    prepared = prepare(run)
+    data, module = prepared.data, prepared.module
+    batch = run.data["batch_size"]
+    clock = Clock(device)
+    trainer = pl.Trainer(max_epochs=run.trainer["max_epochs"], accelerator="gpu" if clock.cuda else "cpu",
+                         devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[EpochTimer(clock)])
+    bare = Bare(module.net, module.loss_fn, module.make_optimizer)
+    trainer.fit(bare, BatchLoader(data.x_train, data.y_train, batch, shuffle=True, seed=run.seed),
+                BatchLoader(data.x_val, data.y_val, batch, shuffle=False))
+    return clock.epochs(), bare.correct / max(1, bare.rows)
+
+
 def dlrun(run, device: str) -> tuple[list[dict], float]:
     clock = Clock(device)
     result = train(run, callbacks=[EpochTimer(clock)])
     return clock.epochs(), result.history[-1]["val/acc"]
 
 
-LOOPS = {"handwritten": handwritten, "lightning": lightning, "dlrun": dlrun}
+LOOPS = {"handwritten": handwritten, "lightning": lightning, "dlrun": dlrun, "lightning_floor": lightning_floor}
 TRAIN_ROWS: dict[int, int] = {}  # id(run) -> training rows, as the hand-written loop saw them
 
 

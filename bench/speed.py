@@ -212,7 +212,8 @@ def summarize(entry: dict) -> dict:
                     "first_epoch_ms": 1000 * min(r["epochs"][0]["epoch"] for r in repeats),
                     "val_acc": repeats[-1]["val_acc"]} for loop, repeats in entry["loops"].items()}
     ratios = {f"{a}/{b}": {k: loops[a][f"{k}_ms"] / loops[b][f"{k}_ms"] for k in ("train", "epoch")}
-              for a, b in (("dlrun", "handwritten"), ("lightning", "handwritten"), ("dlrun", "lightning"))}
+              for a, b in (("dlrun", "handwritten"), ("lightning", "handwritten"), ("dlrun", "lightning"),
+                           ("lightning_floor", "handwritten")) if a in loops and b in loops}
     return {"overrides": entry["overrides"], "batch_size": entry["batch_size"], "threads": entry["threads"],
             "epochs": len(entry["loops"]["dlrun"][0]["epochs"]), "loops": loops, "ratios": ratios}
 

@@ -48,10 +48,11 @@ def test_speed_json_holds_every_section(quick):
     assert results["errors"] == {}
     for model in ("cnn", "mlp"):
         entry = results["loops"][model]
-        assert set(entry["loops"]) == {"handwritten", "lightning", "dlrun"}
+        assert set(entry["loops"]) == {"handwritten", "lightning", "dlrun", "lightning_floor"}
         for loop in entry["loops"].values():
             assert loop["train_ms"] > 0 and loop["epoch_ms"] >= loop["train_ms"] and 0 <= loop["val_acc"] <= 1
-        assert set(entry["ratios"]) == {"dlrun/handwritten", "lightning/handwritten", "dlrun/lightning"}
+        assert set(entry["ratios"]) == {"dlrun/handwritten", "lightning/handwritten", "dlrun/lightning",
+                                        "lightning_floor/handwritten"}
     assert {"dlrun --help", "dlrun configs", "dlrun train --cfg", "import pytorch_lightning, mlflow"} <= set(
         results["startup"])
     assert results["fixed"]["wall_s"] > results["fixed"]["epoch_s"] > 0
