@@ -70,17 +70,18 @@ def recorded_config(run: RunConfig) -> dict:
 
 def record_results(record, run: RunConfig, prepared, history: list[dict[str, float]],
                    test_metrics: dict[str, float], epochs: int, checkpoint_dir: Path, log_model: bool = True,
-                   plots: bool = True) -> str | None:
+                   plots: bool = True, test_loader=None) -> str | None:
     """Test metrics, plots (when plots), checkpoints and (when tracking.log_model and log_model) the serving
     model; returns the model's URI, or None when none was logged. A run that skips its model only because
     log_model is False (a sweep's trial that is not the best so far) is tagged SERVED_FROM_CHECKPOINT: predict
-    and eval build its served model from best.ckpt. A failed plot only warns; refused writes are noted."""
+    and eval build its served model from best.ckpt. A failed plot only warns; refused writes are noted.
+    The confusion matrix predicts the batches of `test_loader` (the test's loader) where given."""
     data, net = prepared.data, prepared.module.net
     record.log_metrics(test_metrics, step=epochs)
     if plots:
         from dlrun.tracking.plots import log_plots
 
-        log_plots(record, history, data, net, run.choices, test_metrics, run.data["batch_size"])
+        log_plots(record, history, data, net, run.choices, test_metrics, run.data["batch_size"], test_loader)
     record.log_checkpoints(checkpoint_dir)
     if not run.tracking["log_model"]:
         return None

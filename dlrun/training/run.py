@@ -105,7 +105,8 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
         model_uri = None
         if not rank:  # only rank 0 records
             model_uri = record_results(record, run, prepared, metrics.history, test_metrics, trainer.current_epoch,
-                                       checkpoint_dir, log_model=log_model is None or log_model(), plots=plots)
+                                       checkpoint_dir, log_model=log_model is None or log_model(), plots=plots,
+                                       test_loader=loaders["test"])
             outcome.finish(model_uri)
         return TrainResult(
             run_id=record.run_id, run_name=record.run_name, tracking_uri=record.uri, test_metrics=test_metrics,

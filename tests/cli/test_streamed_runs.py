@@ -23,6 +23,7 @@ from dlrun.cli import app
 from dlrun.config.compose import compose
 from dlrun.config.validate import validate
 from dlrun.data.prepare import load_data
+from dlrun.data.streaming import LazySplit
 from dlrun.lifecycle.evaluate import evaluate
 from dlrun.lifecycle.reproduce import reproduce
 from dlrun.lifecycle.resume import resume
@@ -89,7 +90,16 @@ def test_eval_of_a_streamed_run_scores_its_test_split_again(place, uninterrupted
     assert evaluate(uninterrupted.run_id) == pytest.approx(uninterrupted.test_metrics, rel=1e-6)
 
 
-def test_reproduce_of_a_streamed_run_is_bit_exact(place, uninterrupted):
+def test_reproduce_of_a_streamed_run_is_bit_exact(place, uninterrupted, monkeypatch, tmp_path):
+    readers = tmp_path / "readers"  # the process of each LazySplit read, one line each: workers append too
+    original = LazySplit.__getitem__
+
+    def getitem(self, positions):
+        with readers.open("a") as out:
+            out.write(f"{os.getpid()}\n")
+        return original(self, positions)
+
+    monkeypatch.setattr(LazySplit, "__getitem__", getitem)
     reproduction = reproduce(uninterrupted.run_id)
     assert reproduction.matches(atol=0), reproduction.report(0)
     assert not [d for d in reproduction.drift if "data" in d[0] or "dataset" in d[0]], reproduction.drift
@@ -97,6 +107,8 @@ def test_reproduce_of_a_streamed_run_is_bit_exact(place, uninterrupted):
     client, _ = mlflow_runs(place / "mlflow.db")
     plots = {a.path for a in client.list_artifacts(reproduction.new_id, "plots")}
     assert "plots/confusion_matrix.png" in plots, "the test split's predictions are read batch by batch"
+    pids = set(readers.read_text().split())
+    assert pids and str(os.getpid()) not in pids, "workers read every split, the confusion matrix's test split too"
     inputs = client.get_run(reproduction.new_id).inputs.dataset_inputs
     assert len(inputs) == 3 and json.loads(inputs[0].dataset.profile)["num_rows"] in (6, 28)
 

@@ -16,6 +16,7 @@ from dlrun.tracking.plots import (
     log_plots,
     plot_confusion_matrix,
     plot_learning_curves,
+    predict_batches,
     predict_classes,
 )
 from tests.conftest import mlflow_runs, run_dlrun
@@ -79,6 +80,18 @@ def test_predict_classes_uses_the_accuracy_rule_in_eval_mode_and_restores_the_mo
     one_logit = nn.Linear(4, 1)
     with torch.no_grad():
         np.testing.assert_array_equal(predict_classes(one_logit, x), (one_logit(x)[:, 0] > 0).long().numpy())
+
+
+def test_predict_batches_fills_the_predictions_in_order_and_checks_their_count():
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3)
+    x = torch.randn(50, 4)
+    batches = [x[:7], x[7:30], x[30:]]
+    np.testing.assert_array_equal(predict_batches(net, batches, 50), predict_classes(net, x))
+    with pytest.raises(ValueError, match="more than 49 rows"):
+        predict_batches(net, batches, 49)
+    with pytest.raises(ValueError, match="50 rows, not 51"):
+        predict_batches(net, batches, 51)
 
 
 # ---- the PNGs ----------------------------------------------------------------------------------
@@ -146,6 +159,24 @@ def test_log_plots_logs_the_confusion_matrix_for_classification_only():
     record = _Record()
     assert log_plots(record, _history("regression"), _data("regression"), nn.Linear(4, 1), choices) == [
         "plots/learning_curves.png"]
+
+
+def test_log_plots_predicts_the_test_loaders_batches(monkeypatch):
+    """With the test loader (streamed data: read by its workers), x_test itself is not read."""
+    import dlrun.tracking.plots as plots
+    from dlrun.data.loader import BatchLoader
+
+    matrices = []
+    original = plots.plot_confusion_matrix
+    monkeypatch.setattr(plots, "plot_confusion_matrix",
+                        lambda matrix, *a: matrices.append(matrix) or original(matrix, *a))
+    data, net = _data("classification"), nn.Linear(4, 3)
+    loader = BatchLoader(data.x_test, data.y_test, 16, shuffle=False)
+    expected = confusion_matrix(data.y_test.numpy(), predict_classes(net, data.x_test), 3)
+    data.x_test = torch.randn(40, 5)  # the net could not take it
+    logged = log_plots(_Record(), _history("classification"), data, net, {}, test_loader=loader)
+    assert logged == ["plots/learning_curves.png", "plots/confusion_matrix.png"]
+    np.testing.assert_array_equal(matrices[-1], expected)
 
 
 def test_the_curves_come_from_the_store_when_it_holds_more_epochs(monkeypatch):
