@@ -139,6 +139,13 @@ class Vanilla(pl.LightningModule):
         return self.make_optimizer(self.net.parameters())
 
 
+def plain_trainer(run, clock: Clock, **options) -> pl.Trainer:
+    """A Trainer with nothing of its own: no logger, checkpoints, progress bar or summary; the clock's timer."""
+    return pl.Trainer(max_epochs=run.trainer["max_epochs"], accelerator="gpu" if clock.cuda else "cpu", devices=1,
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[EpochTimer(clock)], **options)
+
+
 def lightning(run, device: str) -> tuple[list[dict], float]:
     prepared = prepare(run)
     data, module = prepared.data, prepared.module
@@ -147,20 +154,15 @@ def lightning(run, device: str) -> tuple[list[dict], float]:
                               generator=torch.Generator().manual_seed(run.seed))
     val_loader = DataLoader(TensorDataset(data.x_val, data.y_val), batch_size=batch)
     clock = Clock(device)
-    trainer = pl.Trainer(max_epochs=run.trainer["max_epochs"], accelerator="gpu" if clock.cuda else "cpu",
-                         devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[EpochTimer(clock)])
+    trainer = plain_trainer(run, clock)
     trainer.fit(Vanilla(module.net, module.loss_fn, module.make_optimizer), train_loader, val_loader)
     return clock.epochs(), float(trainer.callback_metrics["val/acc"])
 
 
-class Bare(pl.LightningModule):
+class Bare(Vanilla):
     """A module that only computes: the training loss, and the validation loss and correct predictions."""
 
-    def __init__(self, net, loss_fn, make_optimizer):
-        super().__init__()
-        self.net, self.loss_fn, self.make_optimizer = net, loss_fn, make_optimizer
-        self.correct = self.rows = 0
+    correct = rows = 0
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -175,9 +177,6 @@ class Bare(pl.LightningModule):
         self.correct += int((outputs.argmax(dim=-1) == y).sum())
         self.rows += len(y)
 
-    def configure_optimizers(self):
-        return self.make_optimizer(self.net.parameters())
-
 
 def lightning_floor(run, device: str) -> tuple[list[dict], float]:
     from dlrun.data.loader import BatchLoader
@@ -186,12 +185,10 @@ def lightning_floor(run, device: str) -> tuple[list[dict], float]:
     data, module = prepared.data, prepared.module
     batch = run.data["batch_size"]
     clock = Clock(device)
-    trainer = pl.Trainer(max_epochs=run.trainer["max_epochs"], accelerator="gpu" if clock.cuda else "cpu",
-                         devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[EpochTimer(clock)])
     bare = Bare(module.net, module.loss_fn, module.make_optimizer)
-    trainer.fit(bare, BatchLoader(data.x_train, data.y_train, batch, shuffle=True, seed=run.seed),
-                BatchLoader(data.x_val, data.y_val, batch, shuffle=False))
+    plain_trainer(run, clock, num_sanity_val_steps=0).fit(
+        bare, BatchLoader(data.x_train, data.y_train, batch, shuffle=True, seed=run.seed),
+        BatchLoader(data.x_val, data.y_val, batch, shuffle=False))
     return clock.epochs(), bare.correct / max(1, bare.rows)
 
 
