@@ -116,7 +116,7 @@ _M_MMAP_THRESHOLD = -3
 LARGE_BUFFER_BYTES = 1 << 20
 
 
-TRIM_EVERY = 32  # batches between two returns of this process's free heap pages to the system
+TRIM_EVERY = 8  # batches between two returns of this process's free heap pages to the system
 
 
 def _trim_heap() -> None:
@@ -190,11 +190,20 @@ def worker_death(error: BaseException, source: str | None, exit_codes=()) -> Wor
 
 
 def read_by_workers(loader, source: str):
-    """Iterate `loader` (a worker_loader); a worker that dies is a WorkerDied naming `source`."""
-    batches = iter(loader)
+    """Iterate `loader` (a worker_loader); a worker that dies is a WorkerDied naming `source`.
+
+    The workers are ended as soon as the last batch is in hand: Lightning takes as many batches as len()
+    says and never asks past them, so a pass left open would keep its workers (and the pages they hold)
+    alive through validation, which runs before the training epoch ends. The heap is trimmed before the
+    workers are forked, so that they do not map the free pages this process will write again (each page
+    written after the fork is copied, and the worker's old copy counts too)."""
+    _trim_heap()
+    batches, last = iter(loader), len(loader)
     try:
         for count, item in enumerate(batches, 1):
-            if count % TRIM_EVERY == 0:
+            if count == last:
+                next(batches, None)  # the end of the pass, reached now: torch ends non-persistent workers there
+            if count % TRIM_EVERY == 0 or count == last:
                 _trim_heap()
             yield item
     except RuntimeError as error:
