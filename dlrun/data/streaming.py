@@ -262,11 +262,21 @@ class StreamingLoader(BatchLoader):
         self._jobs = _Jobs()
         self._loader = worker_loader(_BatchMaker(x, y, augment), self._jobs, num_workers, pin_memory,
                                      persistent=pin_memory)
+        self._pass = None  # the pass being read, until it ends or end_pass() ends it
 
     def __iter__(self):
         self._jobs.current = list(self.batch_plan())
-        for item in read_by_workers(self._loader, self.source):
+        self._pass = read_by_workers(self._loader, self.source)
+        for item in self._pass:
             yield raise_if_unreadable(item)
+
+    def end_pass(self) -> None:
+        """End the pass being read, whose batches are no longer wanted (Lightning's sanity check reads the
+        first batches of validation only): its workers end now rather than when the next pass starts.
+        Persistent workers stay, as they do between passes."""
+        if self._pass is not None:
+            self._pass.close()
+            self._pass = None
 
     @property
     def source(self) -> str:

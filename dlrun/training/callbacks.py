@@ -178,6 +178,19 @@ def _cloned(state):
     return copy.copy(state)
 
 
+class EndSanityCheckPass(pl.Callback):
+    """Ends the validation pass that Lightning's sanity check leaves after its first batches: the workers
+    reading a streamed split (dlrun.data.streaming) would otherwise live through the first training epoch,
+    beside the training pass's own."""
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        loaders = trainer.val_dataloaders
+        for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+            end_pass = getattr(loader, "end_pass", None)
+            if end_pass is not None:
+                end_pass()
+
+
 class AgreeToStop(pl.Callback):
     """Under DDP, a stop asked for on one rank (a sweep's pruner reports on rank 0 only) stops them all.
 

@@ -17,7 +17,8 @@ from pytorch_lightning.callbacks import EarlyStopping
 
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError, PluginError
-from dlrun.training.callbacks import AgreeToStop, EpochMetricsToMlflow, IntervalCheckpoint, RandomState, StopOnSignal
+from dlrun.training.callbacks import (AgreeToStop, EndSanityCheckPass, EpochMetricsToMlflow, IntervalCheckpoint,
+                                      RandomState, StopOnSignal)
 from dlrun.training.metrics import direction, epoch_metrics
 from dlrun.training.ranks import ddp_strategy
 
@@ -49,8 +50,8 @@ def build_trainer(run: RunConfig, task: str, checkpoint_dir: Path, metrics: Epoc
     """
     checkpoints = IntervalCheckpoint(checkpoint_dir, on_write=metrics.flush)  # best.ckpt, last.ckpt
     # AgreeToStop last: it shares, under DDP, the stop that an earlier callback (a pruner) asked for.
-    callbacks = [metrics, checkpoints, stopper, RandomState(), *configured_callbacks(run), *(extra_callbacks or []),
-                 AgreeToStop()]
+    callbacks = [metrics, checkpoints, stopper, RandomState(), EndSanityCheckPass(), *configured_callbacks(run),
+                 *(extra_callbacks or []), AgreeToStop()]
     stopping = early_stopping(run.trainer.get("early_stopping"), task)
     if stopping is not None:
         callbacks.append(stopping)

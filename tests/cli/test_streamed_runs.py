@@ -86,6 +86,32 @@ def test_streamed_and_in_memory_train_identically(place, uninterrupted):
     assert held.history == uninterrupted.history
 
 
+def test_only_the_pass_being_read_has_workers(place):
+    """The sanity check's validation pass ends with it, and the training pass with its last batch: at most
+    data.num_workers=2 workers at any batch (a pass ends once its last batch is fetched, which Lightning does
+    a batch ahead), where each pass left open would add two."""
+    import psutil
+    import pytorch_lightning as pl
+
+    others = {child.pid for child in psutil.Process().children()}
+    seen = {"train": set(), "validation": set()}
+
+    def count(stage: str) -> None:
+        seen[stage].add(len([c for c in psutil.Process().children() if c.pid not in others
+                             and c.status() != psutil.STATUS_ZOMBIE]))
+
+    class Workers(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_index):
+            count("train")
+
+        def on_validation_batch_end(self, trainer, module, outputs, batch, batch_index, dataloader_index=0):
+            if not trainer.sanity_checking:
+                count("validation")
+
+    train(validate(compose(STREAMED + ["trainer.max_epochs=1"])), callbacks=[Workers()], plots=False)
+    assert 2 in seen["train"] and max(seen["train"] | seen["validation"]) == 2, seen
+
+
 def test_eval_of_a_streamed_run_scores_its_test_split_again(place, uninterrupted):
     assert evaluate(uninterrupted.run_id) == pytest.approx(uninterrupted.test_metrics, rel=1e-6)
 

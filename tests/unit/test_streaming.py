@@ -191,6 +191,31 @@ def test_streaming_loader_resumes_mid_epoch_and_keeps_the_global_generator(tmp_p
     assert [t.tolist() for t in tail] == [b.tolist() for _, b in whole[1][2:]]
 
 
+def _readers(others=frozenset()) -> list[int]:
+    """The pids of this process's live children but `others`: the loaders' worker processes."""
+    return [child.pid for child in psutil.Process().children()
+            if child.pid not in others and child.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_pass_ends_its_workers_with_its_last_batch_or_when_it_is_ended(tmp_path):
+    """Lightning takes len() batches and never asks past them, and its sanity check takes only the first
+    batches of validation: a pass left open would keep its workers alive beside the next pass's."""
+    others = frozenset(_readers())  # children that other tests in this process may have started
+    split, x, y = _split(tmp_path)
+    loader = StreamingLoader(split, y, 4, shuffle=False, num_workers=2)
+    expected = [b.tolist() for _, b in BatchLoader(x, y, 4, shuffle=False)]
+    batches = iter(loader)
+    taken = [next(batches)[1].tolist() for _ in range(len(loader))]
+    assert taken == expected and _readers(others) == [], "the last batch in hand, the workers are gone"
+
+    batches = iter(loader)
+    assert next(batches)[1].tolist() == expected[0] and len(_readers(others)) == 2
+    loader.end_pass()
+    assert _readers(others) == []
+    assert next(batches, None) is None, "an ended pass yields nothing more"
+    assert [b.tolist() for _, b in loader] == expected, "the next pass is whole"
+
+
 def test_an_unreadable_file_in_a_worker_is_a_data_error_naming_it(tmp_path):
     root = _images(tmp_path / "imgs", per_class=4)
     broken = root / "b" / "2.png"
