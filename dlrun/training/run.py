@@ -15,6 +15,7 @@ from typing import Callable
 import pytorch_lightning as pl
 
 from dlrun.config.validate import RunConfig
+from dlrun.data.streaming import LazySplit
 from dlrun.training import setup
 from dlrun.training.callbacks import EpochMetricsToMlflow, StopOnSignal
 from dlrun.training.outcome import run_outcome
@@ -88,7 +89,8 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
             on_start(record.run_id)
         checkpoint_dir = outcome.checkpoint_dir
         metrics, stopper = EpochMetricsToMlflow(record), StopOnSignal(checkpoint_dir / "last.ckpt")
-        trainer = build_trainer(run, task, checkpoint_dir, metrics, stopper, callbacks)
+        trainer = build_trainer(run, task, checkpoint_dir, metrics, stopper, callbacks,
+                                streamed=isinstance(prepared.data.x_train, LazySplit))
         loaders = setup.make_loaders(run, prepared, TrainerProgress(trainer))
 
         with ranks_launched_for(trainer, run, record.run_id, resume and resume.checkpoint, checkpoint_dir.parent):

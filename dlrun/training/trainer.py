@@ -37,7 +37,7 @@ _CHECKED: set[str] = set()  # the trainer options check_trainer built a Trainer 
 
 
 def build_trainer(run: RunConfig, task: str, checkpoint_dir: Path, metrics: EpochMetricsToMlflow,
-                  stopper: StopOnSignal, extra_callbacks: list | None = None) -> pl.Trainer:
+                  stopper: StopOnSignal, extra_callbacks: list | None = None, streamed: bool = False) -> pl.Trainer:
     """The Trainer that fits and tests the run.
 
     Args:
@@ -47,10 +47,13 @@ def build_trainer(run: RunConfig, task: str, checkpoint_dir: Path, metrics: Epoc
         metrics: the callback that logs each epoch's metrics to the run.
         stopper: the callback that stops at a batch boundary on a signal, with a checkpoint.
         extra_callbacks: more callbacks (a sweep's trial reporter), after dlrun's own.
+        streamed: whether the data is read from disk by worker processes (their passes need ending).
     """
     checkpoints = IntervalCheckpoint(checkpoint_dir, on_write=metrics.flush)  # best.ckpt, last.ckpt
     # AgreeToStop last: it shares, under DDP, the stop that an earlier callback (a pruner) asked for.
-    callbacks = [metrics, checkpoints, stopper, RandomState(), EndSanityCheckPass(), *configured_callbacks(run),
+    # Only where it has work: Lightning calls every callback at every hook of every batch.
+    readers = [EndSanityCheckPass()] if streamed else []
+    callbacks = [metrics, checkpoints, stopper, RandomState(), *readers, *configured_callbacks(run),
                  *(extra_callbacks or []), AgreeToStop()]
     stopping = early_stopping(run.trainer.get("early_stopping"), task)
     if stopping is not None:
