@@ -123,7 +123,8 @@ def markdown(results: dict) -> str:
     if results.get("fixed"):
         fixed = results["fixed"]
         out += ["## Fixed cost of `dlrun train`", "",
-                f"`{fixed['command']}` on an existing store: {fixed['wall_s']:.2f} s of wall time, less its one "
+                f"`{fixed['command']}` on an existing store: {fixed['wall_s']:.2f} s of wall time (the median of "
+                f"{len(fixed.get('runs_s', [0]))}), less its one "
                 f"epoch ({_f(fixed['epoch_s'])} s, as the loops measured it): {_f(fixed['fixed_s'])} s.", ""]
 
     if results.get("sweeps"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -262,20 +263,50 @@ class RunRecord:
             self.refusal = _first_line(error)
 
 
+@contextmanager
+def _requirements_unchecked():
+    """Saving a model, MLflow compares its pip requirements with the installed packages to warn of a
+    mismatch, scanning every installed distribution (about 0.6 s, once a process). dlrun's requirements
+    are the installed versions themselves, so the check is skipped while dlrun saves a model."""
+    import mlflow.utils.environment as environment
+
+    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if check is None:  # another MLflow version: its own check runs
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = check
+
+
 def _log_served(model: Any, input_example, requirements: list[str], text):
     """The served model in the active MLflow run: mlflow.pytorch's pt2 model, or a text run's pyfunc model."""
+    with _requirements_unchecked():
+        return _log_served_checked(model, input_example, requirements, text)
+
+
+def _log_served_checked(model: Any, input_example, requirements: list[str], text):
     if text is not None:
         from dlrun.serving.text_logging import log_text_model
 
         return log_text_model(model, text, input_example, requirements)
     import mlflow.pytorch
 
+    # MLflow's check of the input example loads the saved program again and predicts it (about 0.7 s a
+    # model, and only a warning if it fails); dlrun's tests load and predict the served model instead.
     return mlflow.pytorch.log_model(model, name="model", input_example=input_example, pip_requirements=requirements,
-                                    serialization_format="pt2")
+                                    serialization_format="pt2", validate_serving_input=False)
 
 
 def _save_served(model: Any, input_example, requirements: list[str], text, path: Path) -> None:
     """The same model saved in the local folder path."""
+    with _requirements_unchecked():
+        _save_served_checked(model, input_example, requirements, text, path)
+
+
+def _save_served_checked(model: Any, input_example, requirements: list[str], text, path: Path) -> None:
     if text is not None:
         from dlrun.serving.text_logging import save_text_model
 
