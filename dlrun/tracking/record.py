@@ -131,7 +131,7 @@ class RunRecord:
 
     def log_inputs(self, inputs: list) -> None:
         """The run's dataset inputs (tracking/datasets.py); noted as not sent while the server is gone."""
-        self.buffer.send("dataset inputs", self.client.log_inputs, self.run_id, datasets=inputs)
+        self.buffer.send("dataset inputs", _log_inputs, self.client, self.run_id, inputs)
 
     def watch_system(self, resume: bool) -> None:
         """Log MLflow's system metrics (CPU, memory, GPU where present) until the run ends; `resume`: the run
@@ -261,6 +261,23 @@ class RunRecord:
         self.refused.append(what)
         if self.refusal is None:
             self.refusal = _first_line(error)
+
+
+def _log_inputs(client, run_id: str, inputs: list) -> None:
+    """Two processes that log the same new dataset at once (the first trials of a sweep with n_jobs) can
+    both find it missing and both insert it; the second insert breaks the store's unique constraint and
+    is rolled back. Tried again, the dataset is found and shared."""
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except Exception as error:
+        if not _is_duplicate_dataset(error):
+            raise
+        client.log_inputs(run_id, datasets=inputs)
+
+
+def _is_duplicate_dataset(error: BaseException) -> bool:
+    text = str(error)
+    return "datasets" in text and ("UNIQUE constraint failed" in text or "duplicate key value" in text)
 
 
 @contextmanager

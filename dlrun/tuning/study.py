@@ -47,17 +47,28 @@ def run_study(spec: SweepSpec, options: Options, echo: Callable[[str], None]) ->
     """
     from dlrun.training.outcome import Interrupted
 
-    session = open_study(spec, options)
+    jobs = 1 if options.worker else (options.n_jobs or spec.n_jobs)
+    warm = []
+    if jobs > 1:  # the workers import while this process checks the sweep and opens the study
+        from dlrun.tuning.workers import start_warm
+
+        warm = start_warm(jobs - 1)
+    try:
+        session = open_study(spec, options)
+    except BaseException:
+        from dlrun.tuning.workers import dismiss
+
+        dismiss(warm)
+        raise
     if options.threads:
         set_threads(options.threads)
-    jobs = 1 if options.worker else (options.n_jobs or spec.n_jobs)
     done = sum(budget.counts(t) and t.state.is_finished() for t in session.study.get_trials(deepcopy=False))
     echo(f"dlrun: study '{session.name}' in {hide_passwords(session.storage_url)}: {done} trials done, "
          f"budget {session.n_trials}, {jobs} process{'es' if jobs > 1 else ''}; parent run {session.parent_run_id}")
     parent = SweepParent(session.store_uri, session.experiment, session.parent_run_id)
     try:
         with storage.lost_as_error(session.storage_url, session.name):
-            rows = _run_trials(session, parent, jobs, echo)
+            rows = _run_trials(session, parent, jobs, echo, warm)
     except (Interrupted, KeyboardInterrupt):
         if not options.worker:
             parent.finish(budget.rows_of(session.study), session.metric, session.direction, "KILLED")
@@ -77,15 +88,17 @@ def run_study(spec: SweepSpec, options: Options, echo: Callable[[str], None]) ->
     return result
 
 
-def _run_trials(session: StudySession, parent: SweepParent, jobs: int, echo: Callable[[str], None]) -> list:
-    """The trials, here (jobs == 1) or in worker processes, until the budget is spent; the study's rows."""
+def _run_trials(session: StudySession, parent: SweepParent, jobs: int, echo: Callable[[str], None],
+                warm: list) -> list:
+    """The trials, here (jobs == 1) or beside the warm worker processes, until the budget is spent; the
+    study's rows."""
     if jobs == 1:
         work(session, parent, echo)
     else:
         from dlrun.tuning.workers import run_workers
 
         run_workers(session, jobs, echo, lambda row, rows, done: echo(progress(session, row, rows, done)),
-                    lambda report: work(session, parent, report))
+                    lambda report: work(session, parent, report), warm)
     if not session.options.worker:  # a worker killed after its last claim left its trial RUNNING
         budget.fail_dead_trials(session.study, session.store_uri, missing_owner_is_dead=False)
     return budget.rows_of(session.study)

@@ -2,12 +2,14 @@
 
 Each worker is the same command a user would start on another machine, with
 cores / n_jobs torch threads; its output goes to a log file in OUTPUT_DIR/sweeps/NAME/.
-This process has the heavy stack imported already (a worker pays about 10 s of imports on a
-small machine before its first trial), so it trains trials of its own meanwhile.
+The workers are started warm (warm_worker.py) before this process checks the sweep, so that
+their imports (about 5 s on a small machine) overlap its own; this process trains trials of
+its own beside them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,28 +24,49 @@ from dlrun.tuning.session import StudySession
 LOST_GRACE_S = 60.0  # a worker notices a lost database at its next write: an epoch's end, at most
 
 
+def start_warm(count: int) -> list[subprocess.Popen]:
+    """count processes importing the heavy stack, each waiting for its worker command (run_workers).
+    Their own session: a Ctrl-C in the terminal reaches this process only, which then forwards one
+    SIGTERM (a second signal would stop a trial at once, without its checkpoint)."""
+    return [subprocess.Popen([sys.executable, "-m", "dlrun.tuning.warm_worker"], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            for _ in range(count)]
+
+
+def dismiss(processes: list[subprocess.Popen]) -> None:
+    """Warm processes that will get no command (the sweep was refused or interrupted): they end at once."""
+    for process in processes:
+        if process.stdin and not process.stdin.closed:
+            process.stdin.close()  # an empty line to a process that already reads it
+        if process.poll() is None:
+            process.kill()  # still importing: nothing of it is written anywhere
+        process.wait()
+
+
 def run_workers(session: StudySession, jobs: int, echo: Callable[[str], None], on_row: Callable,
-                work_here: Callable[[Callable[[str], None]], None]) -> None:
-    """Start jobs - 1 workers on the study, work on it here (work_here, given a progress printer), and report
-    each trial any process finishes until all have exited."""
+                work_here: Callable[[Callable[[str], None]], None], warm: list[subprocess.Popen]) -> None:
+    """Give the warm processes (start_warm, jobs - 1 of them) their worker commands on the study, work on it
+    here (work_here, given a progress printer), and report each trial any process finishes until all have
+    exited."""
     from dlrun.tuning.grid import set_threads
 
     options = session.options
     threads = options.threads or max(1, (os.cpu_count() or 1) // jobs)
-    command = [sys.executable, "-m", "dlrun", "sweep", str(session.spec.path), *options.overrides, "--worker",
+    command = ["sweep", str(session.spec.path), *options.overrides, "--worker",
                "--study-name", session.name, "--n-trials", str(session.n_trials),
                "--threads", str(threads), *(["--config-dir", options.config_dir] if options.config_dir else [])]
     # The storage through the environment: a database URL's password stays out of ps and the trials' records.
-    environment = {**os.environ, storage.STORAGE_ENV: session.storage_url}
+    environment = {storage.STORAGE_ENV: session.storage_url}
     logs = Path(session.output_dir) / "sweeps" / session.name
     logs.mkdir(parents=True, exist_ok=True)
-    processes = []
-    for index in range(jobs - 1):
-        with open(logs / f"worker-{index}.log", "ab") as log:
-            # Their own session: a Ctrl-C in the terminal reaches this process only, which then
-            # forwards one SIGTERM (a second signal would stop a trial at once, without its checkpoint).
-            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                              env=environment))
+    processes = warm
+    for index, process in enumerate(processes):
+        order = {"argv": command, "log": str(logs / f"worker-{index}.log"), "environment": environment}
+        try:
+            process.stdin.write((json.dumps(order) + "\n").encode())
+            process.stdin.close()
+        except BrokenPipeError:  # it died while importing: told below with its exit code
+            pass
     echo(f"dlrun: {jobs} processes (this one and {jobs - 1} worker{'s' if jobs > 2 else ''}), {threads} torch "
          f"thread{'s' if threads > 1 else ''} each; worker logs in {logs}")
     set_threads(threads)

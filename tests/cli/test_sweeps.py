@@ -360,7 +360,9 @@ def test_a_killed_worker_leaves_the_others_going_and_its_trial_is_run_again(work
     assert killed.state.name == "FAIL" and killed.user_attrs["dlrun_state"] == "crashed"
     assert killed.user_attrs["message"] == (f"its process ({worker_pid}) died; its budget is free again "
                                             "(a running or next sweep run uses it)")
-    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 4  # the other worker re-spent its budget
+    timeline = [(t.number, t.state.name, pid_of(t.user_attrs.get("dlrun_owner", "")), str(t.datetime_start),
+                 str(t.datetime_complete)) for t in study.trials]
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 4, (timeline, out)  # its budget re-spent
     client, runs = mlflow_runs(workdir / "mlflow.db")
     assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     (parent,) = parents(runs)

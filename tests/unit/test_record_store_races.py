@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from mlflow.entities import DatasetInput
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -180,3 +181,42 @@ def test_a_model_saved_without_a_run_folder_leaves_the_users_model_folder_alone(
 
 def locked_forever(*args, **kwargs):
     raise MlflowException(LOCKED)
+
+
+def test_a_dataset_inserted_by_another_process_meanwhile_is_logged_again_and_shared(tmp_path):
+    import mlflow.data
+    import numpy as np
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("dlrun")
+    runs = [client.create_run(experiment).info.run_id for _ in range(2)]
+    dataset = mlflow.data.from_numpy(np.zeros((3, 2)), name="train")._to_mlflow_entity()
+    inputs = [DatasetInput(dataset)]
+    client.log_inputs(runs[0], datasets=inputs)  # the other process won the race
+    real, calls = client.log_inputs, []
+
+    def lost_the_race(run_id, datasets):
+        calls.append(run_id)
+        if len(calls) == 1:  # what SQLite answers the second insert of one dataset
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                  "datasets.name, datasets.digest")
+        return real(run_id, datasets=datasets)
+
+    client.log_inputs = lost_the_race
+    record._log_inputs(client, runs[1], inputs)
+    assert calls == [runs[1], runs[1]]
+    logged = client.get_run(runs[1]).inputs.dataset_inputs
+    assert [d.dataset.digest for d in logged] == [dataset.digest]
+
+
+def test_other_refusals_of_dataset_inputs_are_not_tried_again(tmp_path):
+    calls = []
+
+    class Refusing:
+        def log_inputs(self, run_id, datasets):
+            calls.append(run_id)
+            raise MlflowException("INVALID_PARAMETER_VALUE: the dataset's schema is too long")
+
+    with pytest.raises(MlflowException, match="too long"):
+        record._log_inputs(Refusing(), "run", [])
+    assert calls == ["run"]
