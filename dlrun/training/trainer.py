@@ -7,6 +7,7 @@ behind; `build_trainer` builds the one that trains, complete, once the run's fol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.profilers import PassThroughProfiler
 
 from dlrun.config.validate import RunConfig
 from dlrun.errors import ConfigError, PluginError
@@ -107,8 +109,20 @@ class TrainerProgress:
         return self._trainer.global_rank, self._trainer.world_size
 
 
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default profiler enters a generator-made context around every hook it calls, dozens a
+    batch; this one hands out one shared no-op context. Used unless trainer.profiler names one."""
+
+    _nothing = contextlib.nullcontext()
+
+    def profile(self, action_name: str):
+        return self._nothing
+
+
 def _lightning_trainer(run: RunConfig, callbacks: list) -> pl.Trainer:
     options = {"enable_model_summary": False, **{k: v for k, v in run.trainer.items() if k != "early_stopping"}}
+    if options.get("profiler") is None:
+        options["profiler"] = NoProfiler()
     if options.get("enable_progress_bar") is None:  # a bar only where someone watches
         options["enable_progress_bar"] = sys.stdout.isatty()
     if options.get("strategy") == "ddp":
