@@ -61,7 +61,7 @@ def run_workers(session: StudySession, jobs: int, echo: Callable[[str], None], o
     logs.mkdir(parents=True, exist_ok=True)
     processes = warm
     for index, process in enumerate(processes):
-        order = {"argv": command, "log": str(logs / f"worker-{index}.log"), "environment": environment}
+        order = {"argv": command, "log": str((logs / f"worker-{index}.log").resolve()), "environment": environment}
         try:
             process.stdin.write((json.dumps(order) + "\n").encode())
             process.stdin.close()
