@@ -194,7 +194,7 @@ class RunRecord:
 
         if self.buffer.server_answers():
             try:
-                with active_store(self.uri), mlflow.start_run(run_id=self.run_id):
+                with active_store(self.uri), mlflow.start_run(run_id=self.run_id), _requirements_unchecked():
                     info = _log_served(model, input_example, requirements, text)
                 self.set_tags({"dlrun.model_uri": info.model_uri})
                 return info.model_uri
@@ -214,7 +214,8 @@ class RunRecord:
             local = self.local_dir / "model"
             shutil.rmtree(local, ignore_errors=True)  # a model saved by an earlier, failed attempt of this run
         try:
-            _save_served(model, input_example, requirements, text, local)
+            with _requirements_unchecked():
+                _save_served(model, input_example, requirements, text, local)
         except Exception as error:
             if not is_storage_error(error):
                 raise
@@ -300,11 +301,6 @@ def _requirements_unchecked():
 
 def _log_served(model: Any, input_example, requirements: list[str], text):
     """The served model in the active MLflow run: mlflow.pytorch's pt2 model, or a text run's pyfunc model."""
-    with _requirements_unchecked():
-        return _log_served_checked(model, input_example, requirements, text)
-
-
-def _log_served_checked(model: Any, input_example, requirements: list[str], text):
     if text is not None:
         from dlrun.serving.text_logging import log_text_model
 
@@ -319,11 +315,6 @@ def _log_served_checked(model: Any, input_example, requirements: list[str], text
 
 def _save_served(model: Any, input_example, requirements: list[str], text, path: Path) -> None:
     """The same model saved in the local folder path."""
-    with _requirements_unchecked():
-        _save_served_checked(model, input_example, requirements, text, path)
-
-
-def _save_served_checked(model: Any, input_example, requirements: list[str], text, path: Path) -> None:
     if text is not None:
         from dlrun.serving.text_logging import save_text_model
 
