@@ -111,7 +111,7 @@ class TrainerProgress:
 
 class NoProfiler(PassThroughProfiler):
     """Lightning's default profiler enters a generator-made context around every hook it calls, dozens a
-    batch; this one hands out one shared no-op context. Used unless trainer.profiler names one."""
+    batch; this one hands out one shared no-op context. (`trainer.profiler` is not a config key.)"""
 
     _nothing = contextlib.nullcontext()
 
@@ -121,14 +121,13 @@ class NoProfiler(PassThroughProfiler):
 
 def _lightning_trainer(run: RunConfig, callbacks: list) -> pl.Trainer:
     options = {"enable_model_summary": False, **{k: v for k, v in run.trainer.items() if k != "early_stopping"}}
-    if options.get("profiler") is None:
-        options["profiler"] = NoProfiler()
     if options.get("enable_progress_bar") is None:  # a bar only where someone watches
         options["enable_progress_bar"] = sys.stdout.isatty()
     if options.get("strategy") == "ddp":
         options["strategy"] = ddp_strategy()
     try:
-        return pl.Trainer(**options, logger=False, callbacks=callbacks, default_root_dir=run.config["output_dir"])
+        return pl.Trainer(**options, logger=False, callbacks=callbacks, profiler=NoProfiler(),
+                          default_root_dir=run.config["output_dir"])
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
         raise ConfigError(f"the trainer config does not work here: {error} "
                           "Pick another trainer option (dlrun configs trainer) or fix the trainer.* override.") from None

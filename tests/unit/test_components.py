@@ -388,6 +388,19 @@ def test_clipping_precision_and_accumulation_reach_the_lightning_trainer():
     assert trainer.accumulate_grad_batches == 3
 
 
+def test_the_trainer_profiles_nothing_with_one_shared_context():
+    from dlrun.training.trainer import NoProfiler
+
+    trainer = build_trainer(_run("trainer.enable_progress_bar=false"), "classification", Path("unused"),
+                            EpochMetricsToMlflow(_Metrics()), StopOnSignal(Path("unused/last.ckpt")))
+    profiler = trainer.profiler
+    assert isinstance(profiler, NoProfiler)
+    first, second = profiler.profile("[Callback]a.on_train_batch_end"), profiler.profile("b")
+    assert first is second
+    with first, second:  # entered nested, as Lightning's hooks within hooks do
+        pass
+
+
 def test_the_logged_lr_is_the_rate_each_epoch_trained_with(tmp_path):
     _, logged = _fit(tmp_path, "trainer.max_epochs=3", "optim=sgd", "optim.lr=0.1",
                      "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5")
