@@ -42,10 +42,10 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = {"cnn": ["data=digits", "model=cnn"], "mlp": ["data=wine", "model=mlp"]}
 SECTIONS = ("loops", "startup", "fixed", "sweeps", "pruning")
 
-FULL = {"epochs": {"cnn": 12, "mlp": 40}, "repeats": 3, "startup_repeats": 5,
+FULL = {"epochs": {"cnn": 12, "mlp": 40}, "repeats": 3, "startup_repeats": 5, "fixed_repeats": 3,
         "sweep": {"trials": 20, "epochs": 3, "long": {"trials": 8, "epochs": 50, "jobs": [1, 2]}},
         "pruning": {"trials": 20, "epochs": 15}}
-QUICK = {"epochs": {"cnn": 2, "mlp": 2}, "repeats": 1, "startup_repeats": 1,
+QUICK = {"epochs": {"cnn": 2, "mlp": 2}, "repeats": 1, "startup_repeats": 1, "fixed_repeats": 1,
          "sweep": {"trials": 1, "epochs": 1, "long": None},  # the long study: two more of the same, not run
          "pruning": {"trials": 1, "epochs": 2}}
 
@@ -113,7 +113,7 @@ class Bench:
         """What a one-epoch `dlrun train` costs beyond its epoch, on an existing store."""
         overrides = [*MODELS["cnn"], "trainer.max_epochs=1", f"output_dir={self.work / 'outputs'}"]
         walls = [self.run([*dlrun_command(), "train", *overrides, self.store], "fixed")[0]
-                 for _ in range(self.size["startup_repeats"] // 2 + 1)]  # the median of 3 on a full run
+                 for _ in range(self.size["fixed_repeats"])]
         wall = statistics.median(walls)
         epoch = report.get_path(self.results, "loops", "cnn", "loops", "dlrun", "first_epoch_ms")
         self.results["fixed"] = {"command": "dlrun train " + " ".join(overrides[:3]), "wall_s": wall, "runs_s": walls,
