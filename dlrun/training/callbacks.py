@@ -14,12 +14,14 @@ from typing import Callable
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from dlrun.training.hooks import SkipsUnusedHooks
+
 # How often best.ckpt, last.ckpt and the buffered metrics reach the disk and the store while training:
 # the most training a SIGKILL can lose (a signal or the end of training writes them at once).
 PERSIST_EVERY_S = 30.0
 
 
-class EpochMetricsToMlflow(pl.Callback):
+class EpochMetricsToMlflow(SkipsUnusedHooks, pl.Callback):
     """Keeps each epoch's metrics (step = epoch) and sends them to the run when `flush` is called.
 
     The checkpoint callback flushes whenever it writes (the first epoch, then every PERSIST_EVERY_S),
@@ -63,7 +65,7 @@ class EpochMetricsToMlflow(pl.Callback):
         self.flush()
 
 
-class IntervalCheckpoint(ModelCheckpoint):
+class IntervalCheckpoint(SkipsUnusedHooks, ModelCheckpoint):
     """best.ckpt (lowest val/loss) and last.ckpt, kept as ModelCheckpoint keeps them but written on an interval.
 
     A new best is held in memory (a copy of the checkpoint) rather than written at once; both files are
@@ -163,22 +165,30 @@ class IntervalCheckpoint(ModelCheckpoint):
             self._best = None
 
 
+_SCALARS = (int, float, bool, str, bytes, type(None))
+
+
 def _cloned(state):
     """A copy of a checkpoint's dict whose tensors are copies: the live ones keep training. Other values
     are numbers, strings and tuples of them, which nothing changes in place (copy.deepcopy takes ten times
-    as long on a small model's checkpoint)."""
+    as long on a small model's checkpoint); they are shared, not copied (Python's random state alone is a
+    tuple of 625 numbers)."""
     import torch
 
+    if type(state) in _SCALARS:
+        return state
     if isinstance(state, torch.Tensor):  # in host memory: a copy on a GPU would take the model's room
         return state.detach().to("cpu", copy=True)
     if isinstance(state, dict):
         return type(state)((key, _cloned(value)) for key, value in state.items())
+    if type(state) is tuple and all(type(value) in _SCALARS for value in state):
+        return state
     if isinstance(state, (list, tuple)) and not hasattr(state, "_fields"):
         return type(state)(_cloned(value) for value in state)
     return copy.copy(state)
 
 
-class EndSanityCheckPass(pl.Callback):
+class EndSanityCheckPass(SkipsUnusedHooks, pl.Callback):
     """Ends the validation pass that Lightning's sanity check leaves after its first batches: the workers
     reading a streamed split (dlrun.data.streaming) would otherwise live through the first training epoch,
     beside the training pass's own."""
@@ -191,7 +201,7 @@ class EndSanityCheckPass(pl.Callback):
                 end_pass()
 
 
-class AgreeToStop(pl.Callback):
+class AgreeToStop(SkipsUnusedHooks, pl.Callback):
     """Under DDP, a stop asked for on one rank (a sweep's pruner reports on rank 0 only) stops them all.
 
     Lightning does not share `trainer.should_stop` among ranks; a rank that stops alone leaves
@@ -202,7 +212,7 @@ class AgreeToStop(pl.Callback):
             trainer.should_stop = bool(trainer.strategy.reduce_boolean_decision(trainer.should_stop, all=False))
 
 
-class StopOnSignal(pl.Callback):
+class StopOnSignal(SkipsUnusedHooks, pl.Callback):
     """Ctrl-C or SIGTERM: finish the current batch, save last.ckpt there, stop.
 
     Stopping at a batch boundary keeps the checkpoint consistent (weights,
@@ -277,7 +287,7 @@ class StopOnSignal(pl.Callback):
                 or worker_death(exception, None) is not None)
 
 
-class RandomState(pl.Callback):
+class RandomState(SkipsUnusedHooks, pl.Callback):
     """Saves and restores the global random generators with each checkpoint.
 
     Lightning's checkpoints hold no random state, so dropout after a resume would

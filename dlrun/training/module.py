@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from dlrun.errors import TrainingFailed
+from dlrun.training.hooks import PER_BATCH_HOOKS, skip_unused_hooks
 from dlrun.training.metrics import quality_name
 
 
@@ -59,6 +60,14 @@ class DlrunModule(pl.LightningModule):
         self._sums: dict[str, list] = {}  # stage -> [sum of loss * rows, rows] over the epoch so far
         # stage -> [correct predictions (classification) or summed absolute error (regression), values]
         self._quality: dict[str, list] = {}
+
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning names the running hook here before and after each hook it calls, a few dozen times a
+        # batch: a plain attribute, without nn.Module's checks for parameters, buffers and submodules.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -170,3 +179,6 @@ class DlrunModule(pl.LightningModule):
         optimizer = self.make_optimizer(self.net.parameters())
         schedule = self.make_scheduler(optimizer) if self.make_scheduler else None
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
+
+
+skip_unused_hooks(DlrunModule, pl.LightningModule, PER_BATCH_HOOKS)

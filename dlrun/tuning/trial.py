@@ -119,9 +119,11 @@ class EpochReporter:
     def callback(self):
         import pytorch_lightning as pl
 
+        from dlrun.training.hooks import SkipsUnusedHooks
+
         reporter = self
 
-        class _Report(pl.Callback):
+        class _Report(SkipsUnusedHooks, pl.Callback):
             def setup(self, trainer, module, stage):
                 # A trial needs no checkpoint after its first epoch: one whose process dies is run again
                 # from the start. Its checkpoints are written on the interval and at its end.
