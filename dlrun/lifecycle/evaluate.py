@@ -28,6 +28,7 @@ def _score_test_split(stored) -> dict[str, float]:
     import pytorch_lightning as pl
     import torch
 
+    from dlrun.training.module import tested_metrics
     from dlrun.training.setup import make_loaders, prepare, quiet_lightning
 
     run = stored.run_config()
@@ -37,8 +38,8 @@ def _score_test_split(stored) -> dict[str, float]:
     quiet_lightning()
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
-    (metrics,) = trainer.test(prepared.module, make_loaders(run, prepared)["test"], verbose=False)
-    return {k: float(v) for k, v in metrics.items()}
+    trainer.test(prepared.module, make_loaders(run, prepared)["test"], verbose=False)
+    return tested_metrics(trainer)
 
 
 def _score_other_data(stored, overrides: list[str]) -> dict[str, float]:

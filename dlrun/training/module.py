@@ -97,20 +97,39 @@ class DlrunModule(pl.LightningModule):
         return loss
 
     def _add_to_epoch_loss(self, stage: str, loss: torch.Tensor, rows: int, batch_index: int) -> None:
-        """The epoch's mean loss, weighted by rows, logged once at its last batch: one self.log per
-        step costs Lightning more than a small model's step (see bench/speed.py)."""
+        """The epoch's mean loss, weighted by rows, made known once at its last batch."""
         finished = self._epoch_sum(self._sums, stage, loss.detach() * rows, rows, batch_index)
         if finished is not None:
-            self.log(f"{stage}/loss", finished[0] / finished[1], on_step=False, on_epoch=True, sync_dist=True)
+            total, count = self._over_ranks(*finished)
+            self._publish(f"{stage}/loss", total / count)
 
     def _add_to_epoch_quality(self, stage: str, quality: torch.Tensor, values: int, batch_index: int) -> None:
-        """Accuracy (correct over rows) or MAE (absolute error over values), summed as tensors and logged
+        """Accuracy (correct over rows) or MAE (absolute error over values), summed as tensors and made known
         once at the epoch's last batch, as the loss is: a torchmetrics object costs more than a small model's
         batch. The division in float64 rounds to the same float32 as torchmetrics' own."""
         finished = self._epoch_sum(self._quality, stage, quality, values, batch_index)
         if finished is not None:
-            value = (finished[0].to(torch.float64) / finished[1]).to(torch.float32)
-            self.log(f"{stage}/{self.metric_name}", value, on_step=False, on_epoch=True, sync_dist=True)
+            total, count = self._over_ranks(*finished)
+            self._publish(f"{stage}/{self.metric_name}", (total.to(torch.float64) / count).to(torch.float32))
+
+    def _over_ranks(self, total: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
+        """An epoch's sum and count over every rank's rows (under DDP each rank holds its own share)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return total, count
+        both = torch.stack([total.to(torch.float64), torch.tensor(float(count), dtype=torch.float64,
+                                                                  device=total.device)])
+        both = trainer.strategy.reduce(both, reduce_op="sum")
+        return both[0].to(total.dtype), int(both[1].item())
+
+    def _publish(self, name: str, value: torch.Tensor) -> None:
+        """Where Lightning's callbacks (checkpoints, early stopping, a sweep's pruner, dlrun's metrics) and
+        `tested_metrics` read an epoch's value. Put there directly rather than through self.log, whose
+        bookkeeping costs about half a millisecond a call and more at every later batch; the value is the
+        exact epoch mean, on every rank alike."""
+        trainer = self._trainer
+        if trainer is not None:  # a step called outside fit (tests): nobody reads it
+            trainer.callback_metrics[name] = value
 
     def _epoch_sum(self, sums: dict[str, list], stage: str, value: torch.Tensor, count: int,
                    batch_index: int) -> list | None:
@@ -175,6 +194,18 @@ class DlrunModule(pl.LightningModule):
     def test_step(self, batch, batch_index):
         self._evaluate(batch, "test", batch_index)
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # A batch of tensors already on the device (in-memory data on the CPU) is passed as it is, without
+        # Lightning's walk over the batch's structure.
+        if type(batch) in (tuple, list) and all(isinstance(part, torch.Tensor) and part.device == device
+                                                 for part in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        if gradient_clip_val:  # trainer.gradient_clip_val: Lightning's own clipping; without it, no checks a step
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
         optimizer = self.make_optimizer(self.net.parameters())
         schedule = self.make_scheduler(optimizer) if self.make_scheduler else None
@@ -182,3 +213,9 @@ class DlrunModule(pl.LightningModule):
 
 
 skip_unused_hooks(DlrunModule, pl.LightningModule, PER_BATCH_HOOKS)
+
+
+def tested_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """What the last `trainer.test` measured: test/loss, the quality metric and the configured extra metrics
+    (Lightning returns only what went through self.log)."""
+    return {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("test/")}

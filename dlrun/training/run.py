@@ -18,6 +18,7 @@ from dlrun.config.validate import RunConfig
 from dlrun.data.streaming import LazySplit
 from dlrun.training import setup
 from dlrun.training.callbacks import EpochMetricsToMlflow, StopOnSignal
+from dlrun.training.module import tested_metrics
 from dlrun.training.outcome import run_outcome
 from dlrun.training.ranks import global_rank, ranks_launched_for
 from dlrun.training.recording import new_record, record_results, start_record
@@ -100,9 +101,8 @@ def train(run: RunConfig, extra_tags: dict[str, str] | None = None, resume: Resu
                             ckpt_path=str(resume.checkpoint) if resume and resume.checkpoint else None)
             fit_seconds = time.perf_counter() - started
             best = trainer.checkpoint_callback.best_model_path or None
-            (tested,) = trainer.test(prepared.module, loaders["test"], ckpt_path=best, verbose=False,
-                                     weights_only=True)
-        test_metrics = {name: float(value) for name, value in tested.items()}
+            trainer.test(prepared.module, loaders["test"], ckpt_path=best, verbose=False, weights_only=True)
+        test_metrics = tested_metrics(trainer)
 
         model_uri = None
         if not rank:  # only rank 0 records
