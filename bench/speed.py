@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = {"cnn": ["data=digits", "model=cnn"], "mlp": ["data=wine", "model=mlp"]}
 SECTIONS = ("loops", "startup", "fixed", "sweeps", "pruning")
 
-FULL = {"epochs": {"cnn": 12, "mlp": 40}, "repeats": 3, "startup_repeats": 5, "fixed_repeats": 3,
+FULL = {"epochs": {"cnn": 12, "mlp": 40}, "repeats": 5, "startup_repeats": 5, "fixed_repeats": 3,
         "sweep": {"trials": 20, "epochs": 3, "long": {"trials": 8, "epochs": 50, "jobs": [1, 2]}},
         "pruning": {"trials": 20, "epochs": 15}}
 QUICK = {"epochs": {"cnn": 2, "mlp": 2}, "repeats": 1, "startup_repeats": 1, "fixed_repeats": 1,

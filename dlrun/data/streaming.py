@@ -16,6 +16,7 @@ shrank, a decoder that crashed) is torch's RuntimeError, turned into a WorkerDie
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -109,6 +110,23 @@ def _leave_signals_to_training() -> None:
     ends its workers (which also end when it is gone). SIGTERM keeps its default: it is how workers are
     ended at exit, and training stops on a SIGTERM to the group whatever its workers do (StopOnSignal)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # forked with Ctrl-C held back (_ctrl_c_held): ignored from now on
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Ctrl-C held back while workers are forked: a worker is born with it blocked, and a Ctrl-C that comes
+    before it ignores Ctrl-C (_start_worker) is dropped rather than the death of the worker. This process
+    gets its own Ctrl-C as soon as the forks are done."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # glibc's mallopt parameter, and the size from which a worker's buffers get pages of their own
@@ -198,7 +216,9 @@ def read_by_workers(loader, source: str):
     workers are forked, so that they do not map the free pages this process will write again (each page
     written after the fork is copied, and the worker's old copy counts too)."""
     _trim_heap()
-    batches, last = iter(loader), len(loader)
+    with _ctrl_c_held():  # where the workers are forked
+        batches = iter(loader)
+    last = len(loader)
     try:
         for count, item in enumerate(batches, 1):
             if count == last:
