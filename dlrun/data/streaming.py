@@ -216,10 +216,10 @@ def read_by_workers(loader, source: str):
     workers are forked, so that they do not map the free pages this process will write again (each page
     written after the fork is copied, and the worker's old copy counts too)."""
     _trim_heap()
-    with _ctrl_c_held():  # where the workers are forked
-        batches = iter(loader)
-    last = len(loader)
+    batches, last = None, len(loader)
     try:
+        with _ctrl_c_held():  # where the workers are forked; one may die before the first batch is asked for
+            batches = iter(loader)
         for count, item in enumerate(batches, 1):
             if count == last:
                 next(batches, None)  # the end of the pass, reached now: torch ends non-persistent workers there
