@@ -29,3 +29,7 @@ class TrialState(str, enum.Enum):
     def is_finished(self) -> bool:
         """True once the trial has an outcome, that is neither running nor waiting."""
         return self not in (TrialState.RUNNING, TrialState.WAITING)
+
+    def spent_budget(self) -> bool:
+        """True for a finished trial that counts against n_trials (budget.counts, for a finished trial)."""
+        return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)

@@ -53,7 +53,7 @@ def _work(session: StudySession, parent, echo: Callable[[str], None]) -> None:
         row = _run_one(session, trial, configs)
         rows = budget.rows_of(session.study)
         parent.log_best(rows, session.metric, session.direction, step=trial.number)
-        echo(progress(session, row, rows, done=sum(r.state.is_finished() for r in rows)))
+        echo(progress(session, row, rows, done=sum(r.state.spent_budget() for r in rows)))
 
 
 def _beats(session: StudySession, number: int, value: float) -> bool:
@@ -71,7 +71,8 @@ def _beats(session: StudySession, number: int, value: float) -> bool:
 
 
 def progress(session: StudySession, row: TrialRow, rows: list[TrialRow], done: int) -> str:
-    """The progress line of a finished trial: `[3/8] trial 2  complete  val/acc=0.95  best=...`."""
+    """The progress line of a finished trial: `[3/8] trial 2  complete  val/acc=0.95  best=...`; done: the
+    finished trials that spent budget (a crashed or interrupted one is run again and does not count)."""
     return progress_line(row, done, session.n_trials, rows, session.metric, session.direction)
 
 

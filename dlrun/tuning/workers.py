@@ -121,4 +121,4 @@ def _report_new(session: StudySession, seen: set[int], on_row: Callable) -> None
     for row in sorted(rows, key=lambda r: r.number):
         if row.number not in seen and row.state.is_finished():
             seen.add(row.number)
-            on_row(row, rows, len(seen))
+            on_row(row, rows, sum(r.state.spent_budget() and r.number in seen for r in rows))

@@ -189,6 +189,7 @@ def test_a_killed_study_resumes_with_finished_trials_kept_and_the_crashed_one_re
     result = run_dlrun("sweep", "resume.yaml", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert f"{len(finished_before)} trials done" in result.stdout
+    assert "[3/3] trial" in result.stdout and "[4/3]" not in result.stdout  # the crashed trial spent no budget
     study = open_study(workdir, "resume")
     after = {t.number: t for t in study.trials}
     for number in finished_before:  # kept, not trained again

@@ -67,3 +67,19 @@ def test_a_tie_from_a_trial_numbered_before_the_best_takes_a_model():
     session = _session("maximize", [0.5, None, 0.9])
     assert _beats(session, 1, 0.9)
     assert not _beats(session, 3, 0.9)
+
+
+def test_a_finished_trial_counts_in_the_progress_exactly_where_it_spends_the_budget():
+    import optuna
+
+    from dlrun.tuning import budget
+    from dlrun.tuning.states import TrialState
+
+    optuna_state = {TrialState.COMPLETE: optuna.trial.TrialState.COMPLETE,
+                    TrialState.PRUNED: optuna.trial.TrialState.PRUNED}
+    finished = [state for state in TrialState if state.is_finished()]
+    for state in finished:
+        trial = SimpleNamespace(state=optuna_state.get(state, optuna.trial.TrialState.FAIL),
+                                user_attrs={"dlrun_state": state.value})
+        assert state.spent_budget() == budget.counts(trial), state
+    assert not TrialState.CRASHED.spent_budget() and not TrialState.INTERRUPTED.spent_budget()
