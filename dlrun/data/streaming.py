@@ -114,12 +114,19 @@ def _leave_signals_to_training() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+def _forks(loader) -> bool:
+    """Whether iter(loader) forks workers: every pass without persistent workers, their first pass with."""
+    return loader.num_workers > 0 and not (loader.persistent_workers and getattr(loader, "_iterator", None))
+
+
 @contextlib.contextmanager
-def _ctrl_c_held():
-    """Ctrl-C held back while workers are forked: a worker is born with it blocked, and a Ctrl-C that comes
-    before it ignores Ctrl-C (_start_worker) is dropped rather than the death of the worker. This process
-    gets its own Ctrl-C as soon as the forks are done."""
-    if not hasattr(signal, "pthread_sigmask"):
+def _ctrl_c_held(forking: bool):
+    """Ctrl-C held back in this thread while it forks workers: a worker is born with it blocked, and a
+    Ctrl-C that comes before it ignores Ctrl-C (_start_worker) is dropped rather than the death of the
+    worker. Held only where workers are forked: reopening persistent workers waits for them, and a Ctrl-C
+    must still stop a wait on a worker that hangs. (Another of this process's threads may take the Ctrl-C
+    meanwhile; Python answers it in this thread either way.)"""
+    if not forking or not hasattr(signal, "pthread_sigmask"):
         yield
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -218,7 +225,7 @@ def read_by_workers(loader, source: str):
     _trim_heap()
     batches, last = None, len(loader)
     try:
-        with _ctrl_c_held():  # where the workers are forked; one may die before the first batch is asked for
+        with _ctrl_c_held(_forks(loader)):  # a worker may die before the first batch is asked for
             batches = iter(loader)
         for count, item in enumerate(batches, 1):
             if count == last:

@@ -60,6 +60,7 @@ class DlrunModule(pl.LightningModule):
         self._sums: dict[str, list] = {}  # stage -> [sum of loss * rows, rows] over the epoch so far
         # stage -> [correct predictions (classification) or summed absolute error (regression), values]
         self._quality: dict[str, list] = {}
+        skip_unused_hooks(self, pl.LightningModule, PER_BATCH_HOOKS)  # dlrun.training.hooks
 
     def __setattr__(self, name: str, value) -> None:
         # Lightning names the running hook here before and after each hook it calls, a few dozen times a
@@ -211,8 +212,6 @@ class DlrunModule(pl.LightningModule):
         schedule = self.make_scheduler(optimizer) if self.make_scheduler else None
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 
-
-skip_unused_hooks(DlrunModule, pl.LightningModule, PER_BATCH_HOOKS)
 
 
 def tested_metrics(trainer: pl.Trainer) -> dict[str, float]:

@@ -333,3 +333,17 @@ def test_eval_on_other_streamed_data_predicts_every_row_a_chunk_at_a_time(tmp_pa
     outputs = _predicted(Model(), split.features)
     np.testing.assert_array_equal(outputs, lazy.materialize(split.features).sum(axis=1, keepdims=True))
     assert seen == [4, 4, 2]
+
+
+def test_ctrl_c_is_held_back_only_where_a_pass_forks_its_workers():
+    from torch.utils.data import DataLoader
+
+    from dlrun.data.streaming import _forks
+
+    rows = list(range(8))
+    assert not _forks(DataLoader(rows, num_workers=0))
+    assert _forks(DataLoader(rows, num_workers=2))  # every pass forks its own
+    persistent = DataLoader(rows, num_workers=2, persistent_workers=True)
+    assert _forks(persistent)  # the first pass forks them
+    persistent._iterator = object()  # as torch keeps the workers of the first pass
+    assert not _forks(persistent)  # later passes wait for them: Ctrl-C must still get through

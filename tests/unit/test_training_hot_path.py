@@ -20,18 +20,45 @@ from dlrun.training.module import DlrunModule
 from dlrun.training.trainer import build_trainer
 from tests.unit.test_components import _fit, _Metrics, _run
 
-DLRUN_CALLBACKS = (callbacks.EpochMetricsToMlflow, callbacks.IntervalCheckpoint, callbacks.StopOnSignal,
-                   callbacks.RandomState, callbacks.AgreeToStop, callbacks.EndSanityCheckPass)
+DLRUN_CALLBACKS = {
+    "EpochMetricsToMlflow": lambda: callbacks.EpochMetricsToMlflow(_Metrics()),
+    "IntervalCheckpoint": lambda: callbacks.IntervalCheckpoint(Path("unused"), on_write=lambda: None),
+    "StopOnSignal": lambda: callbacks.StopOnSignal(Path("unused/last.ckpt")),
+    "RandomState": callbacks.RandomState, "AgreeToStop": callbacks.AgreeToStop,
+    "EndSanityCheckPass": callbacks.EndSanityCheckPass}
 
 
-@pytest.mark.parametrize("cls", DLRUN_CALLBACKS, ids=lambda cls: cls.__name__)
-def test_each_dlrun_callback_keeps_the_per_batch_hooks_it_defines_and_drops_the_empty_ones(cls):
+@pytest.mark.parametrize("name", DLRUN_CALLBACKS)
+def test_each_dlrun_callback_keeps_the_per_batch_hooks_it_defines_and_drops_the_empty_ones(name):
+    callback = DLRUN_CALLBACKS[name]()
     for hook in PER_BATCH_HOOKS + PER_EVALUATION_BATCH_HOOKS:
-        kept = getattr(cls, hook)
-        assert kept is None or kept is not getattr(pl.Callback, hook), f"{cls.__name__}.{hook} is Lightning's empty one"
-    assert callable(callbacks.IntervalCheckpoint.on_train_batch_end)  # the interval's mid-epoch write
-    assert callable(callbacks.StopOnSignal.on_train_batch_end)  # a signal's stop at the batch boundary
-    assert callbacks.RandomState.on_train_batch_end is None
+        kept = getattr(callback, hook)
+        assert kept is None or kept.__func__ is not getattr(pl.Callback, hook), f"{name}.{hook} is Lightning's empty one"
+    assert callable(DLRUN_CALLBACKS["IntervalCheckpoint"]().on_train_batch_end)  # the interval's mid-epoch write
+    assert callable(DLRUN_CALLBACKS["StopOnSignal"]().on_train_batch_end)  # a signal's stop at the batch boundary
+    assert callbacks.RandomState().on_train_batch_end is None
+
+
+def test_a_subclass_keeps_the_hooks_it_defines_calls_super_from_and_mixes_in():
+    calls = []
+
+    class Mine(callbacks.RandomState):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)  # Lightning's empty one
+            calls.append("mine")
+
+    class Other(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            calls.append("other")
+
+    class Mixed(callbacks.AgreeToStop, Other):
+        pass
+
+    Mine().on_train_batch_end(None, None, None, None, 0)
+    Mixed().on_train_batch_start(None, None, None, 0)
+    assert calls == ["mine", "other"]
+    assert Mine().on_before_backward is None and Mixed().on_train_batch_end is None
+    assert callbacks.RandomState.on_train_batch_end is pl.Callback.on_train_batch_end  # the class keeps its method
 
 
 def test_a_fit_calls_the_hooks_a_callback_defines_and_skips_the_rest(tmp_path):
@@ -48,20 +75,30 @@ def test_a_fit_calls_the_hooks_a_callback_defines_and_skips_the_rest(tmp_path):
             self.befores += 1
 
     counting, both = CountsBatches(), AlsoBeforeBackward()
-    assert CountsBatches.on_before_backward is None and callable(AlsoBeforeBackward.on_before_backward)
-    assert DlrunModule.on_train_batch_start is None and DlrunModule.on_before_backward is None
+    assert counting.on_before_backward is None and callable(both.on_before_backward)
     run = _run("data=iris", "data.batch_size=8", "model=linear", "trainer.enable_progress_bar=false",
                "trainer.max_epochs=2")
     x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
     y = (x[:, 0] > 0).long()
     module = DlrunModule(nn.Linear(4, 2), nn.CrossEntropyLoss(), lambda p: torch.optim.SGD(p, lr=0.1),
                          "classification")
+    assert module.on_train_batch_start is None and module.on_before_backward is None
     trainer = build_trainer(run, "classification", tmp_path, callbacks.EpochMetricsToMlflow(_Metrics()),
                             callbacks.StopOnSignal(tmp_path / "last.ckpt"), extra_callbacks=[counting, both])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module, BatchLoader(x, y, 8, shuffle=True), BatchLoader(x, y, 8, shuffle=False))
     assert (counting.ends, both.ends, both.befores) == (8, 8, 8)  # 4 batches, 2 epochs
+
+
+def test_a_module_subclass_keeps_a_hook_it_defines():
+    class Counting(DlrunModule):
+        def on_after_backward(self):
+            super().on_after_backward()
+
+    module = Counting(nn.Linear(2, 2), nn.MSELoss(), lambda p: torch.optim.SGD(p, lr=0.1), "regression")
+    module.on_after_backward()  # its own, and Lightning's empty one through super()
+    assert module.on_before_backward is None and callable(module.on_after_backward)
 
 
 def test_lightnings_hook_name_is_a_plain_attribute_and_submodules_still_register():
